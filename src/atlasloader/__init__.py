@@ -1,0 +1,41 @@
+"""atlasloader: scvi-tools' data registration and loading, out of core on Zarr AnnData stores.
+
+Public names are imported lazily so ``import atlasloader`` stays fast (torch, dask and rich
+load only when used).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from ._version import __version__
+
+_LAZY = {
+    "AnnDataManager": ".manager",
+    "AnnDataManagerValidationCheck": ".manager",
+    "REGISTRY_KEYS": ".constants",
+    "read_lazy": ".store.lazy",
+    "LazyAnnData": ".store.lazy",
+    "AnnDataLoader": ".loading",
+    "convert": ".store.convert",
+    "fields": ".fields",
+    "data": ".data",
+    "model": ".model",
+    "errors": ".errors",
+}
+
+__all__ = ["__version__", *sorted(_LAZY)]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'atlasloader' has no attribute {name!r}")
+    module = importlib.import_module(_LAZY[name], __name__)
+    value = module if module.__name__.endswith("." + name) else getattr(module, name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -1,0 +1,68 @@
+"""One exception hierarchy for atlasloader.
+
+Every error subclasses both :class:`AtlasLoaderError` and the built-in exception a user of
+scvi-tools would already catch (``KeyError``, ``ValueError``, ``TypeError``, ``OSError``), so
+``except ValueError`` keeps working after switching the import.
+"""
+
+from __future__ import annotations
+
+
+class AtlasLoaderError(Exception):
+    """Base class of every error raised by atlasloader."""
+
+    def __str__(self) -> str:
+        # KeyError quotes its message; keep messages readable.
+        return str(self.args[0]) if self.args else ""
+
+
+class MissingKeyError(AtlasLoaderError, KeyError):
+    """A key (obs column, layer, obsm/uns entry, registry key) is absent."""
+
+
+class InvalidDataError(AtlasLoaderError, ValueError):
+    """Data has a value that cannot be used (NaN category, wrong shape, bad counts...)."""
+
+
+class CategoryTransferError(InvalidDataError):
+    """A query column holds a category absent from the reference registry."""
+
+
+class ShapeMismatchError(InvalidDataError):
+    """Two things that must have the same shape (n_vars, columns) do not."""
+
+
+class ViewError(InvalidDataError):
+    """An AnnData view was given where an actual AnnData is required."""
+
+
+class InvalidArgumentError(AtlasLoaderError, ValueError):
+    """A function argument has a value outside its allowed range."""
+
+
+class InvalidTypeError(AtlasLoaderError, TypeError):
+    """An argument has the wrong type."""
+
+
+class StoreError(AtlasLoaderError, OSError):
+    """A store cannot be opened, read or written."""
+
+
+class NotAnnDataStoreError(StoreError, ValueError):
+    """A path or URL exists but is not an AnnData Zarr store."""
+
+
+class ReadOnlyStoreError(StoreError, PermissionError):
+    """Writing was needed but the store is read-only."""
+
+
+class CorruptChunkError(StoreError, ValueError):
+    """A chunk of a stored array cannot be read or decoded."""
+
+
+class StaleRegistryError(InvalidDataError):
+    """A persisted registration no longer matches the data in the store."""
+
+
+class NotRegisteredError(AtlasLoaderError, AssertionError):
+    """An AnnDataManager was used before ``register_fields``."""

@@ -1,0 +1,167 @@
+"""A lazily read matrix (``X``, a layer or an obsm array): dense Zarr array or anndata CSR group.
+
+Reads go straight to Zarr (never through dask): contiguous row ranges are one read of each
+underlying array, which is what both registration checks and the loader need.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import cached_property
+
+import numpy as np
+import scipy.sparse as sp
+import zarr
+
+from ..errors import CorruptChunkError, InvalidDataError, InvalidTypeError
+from .elements import encoding_type
+
+Rows = "np.ndarray | scipy.sparse.csr_matrix"
+
+
+class LazyMatrix:
+    """Row access to a stored matrix without loading it.
+
+    Parameters
+    ----------
+    node
+        A Zarr array (dense) or an anndata ``csr_matrix`` group.
+    where
+        Human-readable location used in error messages, e.g. ``"adata.X"``.
+    """
+
+    def __init__(self, node: zarr.Array | zarr.Group, where: str = "adata.X") -> None:
+        self.where = where
+        self.node = node
+        enc = encoding_type(node)
+        if isinstance(node, zarr.Array):
+            self.format = "dense"
+            self._shape = tuple(int(s) for s in node.shape)
+            self._dtype = np.dtype(node.dtype)
+        elif enc == "csr_matrix":
+            self.format = "csr"
+            self._shape = tuple(int(s) for s in node.attrs["shape"])
+            self._dtype = np.dtype(node["data"].dtype)
+        elif enc == "csc_matrix":
+            msg = (
+                f"{where} is stored as CSC, which cannot be read by rows efficiently; "
+                "convert it with atlasloader.convert (writes CSR)"
+            )
+            raise InvalidTypeError(msg)
+        else:
+            msg = f"{where} has encoding {enc!r}; expected a dense array or csr_matrix"
+            raise InvalidTypeError(msg)
+
+    # --- metadata -----------------------------------------------------------------------------
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self._shape
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self._dtype
+
+    @property
+    def ndim(self) -> int:
+        return len(self._shape)
+
+    @property
+    def is_sparse(self) -> bool:
+        return self.format == "csr"
+
+    @property
+    def row_chunk(self) -> int:
+        """Rows per stored chunk (for CSR, the rows whose values fill one ``data`` chunk)."""
+        if self.format == "dense":
+            assert isinstance(self.node, zarr.Array)
+            return int(self.node.chunks[0])
+        data_chunk = int(self.node["data"].chunks[0])
+        nnz_per_row = max(1.0, self.nnz / max(1, self._shape[0]))
+        return max(1, int(data_chunk / nnz_per_row))
+
+    @cached_property
+    def indptr(self) -> np.ndarray:
+        if self.format != "csr":
+            raise InvalidTypeError(f"{self.where} is dense and has no indptr")
+        return np.asarray(self._read(self.node["indptr"], slice(None)), dtype=np.int64)
+
+    @property
+    def nnz(self) -> int:
+        if self.format != "csr":
+            return int(np.prod(self._shape))
+        return int(self.node["data"].shape[0])
+
+    def __repr__(self) -> str:
+        kind = "CSR" if self.is_sparse else "dense"
+        return f"<LazyMatrix {self.where}: {kind} {self._shape} {self._dtype}>"
+
+    # --- reads --------------------------------------------------------------------------------
+    def _read(self, arr: zarr.Array, sel: slice) -> np.ndarray:
+        try:
+            return np.asarray(arr[sel])
+        except Exception as e:  # decoding errors come in many types; name the chunk
+            chunk = arr.chunks[0] if arr.chunks else 1
+            start = sel.start or 0
+            msg = (
+                f"cannot read {self.where} ({arr.path}) rows/entries from {start} "
+                f"(chunk {start // max(chunk, 1)}): {type(e).__name__}: {e}. "
+                "The chunk is missing or corrupt; re-create the store or restore that file"
+            )
+            raise CorruptChunkError(msg) from e
+
+    def read_rows(self, start: int, stop: int) -> np.ndarray | sp.csr_matrix:
+        """Rows ``start:stop`` as a dense array or a CSR matrix."""
+        if self.format == "dense":
+            assert isinstance(self.node, zarr.Array)
+            return self._read(self.node, slice(start, stop))
+        ptr = self.indptr[start : stop + 1]
+        lo, hi = int(ptr[0]), int(ptr[-1])
+        data = self._read(self.node["data"], slice(lo, hi))
+        indices = self._read(self.node["indices"], slice(lo, hi))
+        return sp.csr_matrix(
+            (data, indices, ptr - lo), shape=(stop - start, self._shape[1]), copy=False
+        )
+
+    def read_row_list(self, rows: Sequence[int] | np.ndarray) -> np.ndarray | sp.csr_matrix:
+        """Rows in the given order, read as runs of consecutive rows."""
+        rows = np.asarray(rows, dtype=np.int64)
+        if rows.size == 0:
+            empty = np.zeros((0, *self._shape[1:]), dtype=self._dtype)
+            return sp.csr_matrix(empty) if self.is_sparse else empty
+        if rows.min() < 0 or rows.max() >= self._shape[0]:
+            msg = f"row indices out of range for {self.where} with {self._shape[0]} rows"
+            raise InvalidDataError(msg)
+        order = np.argsort(rows, kind="stable")
+        srt = rows[order]
+        breaks = np.flatnonzero(np.diff(srt) != 1) + 1
+        starts = np.concatenate([[0], breaks])
+        stops = np.concatenate([breaks, [srt.size]])
+        parts = [self.read_rows(int(srt[a]), int(srt[b - 1]) + 1) for a, b in zip(starts, stops)]
+        block = sp.vstack(parts, format="csr") if self.is_sparse else np.concatenate(parts)
+        inverse = np.empty_like(order)
+        inverse[order] = np.arange(order.size)
+        return block[inverse]
+
+    def sample_rows(self, n_rows: int = 256, n_blocks: int = 4) -> np.ndarray | sp.csr_matrix:
+        """A few evenly spread row blocks, for cheap checks (count data) on huge matrices."""
+        n = self._shape[0]
+        if n <= n_rows * n_blocks:
+            return self.read_rows(0, n)
+        starts = np.linspace(0, n - n_rows, n_blocks).astype(np.int64)
+        parts = [self.read_rows(int(s), int(s) + n_rows) for s in starts]
+        return sp.vstack(parts, format="csr") if self.is_sparse else np.concatenate(parts)
+
+    def row_blocks(self, block_rows: int) -> list[tuple[int, int]]:
+        n = self._shape[0]
+        return [(s, min(n, s + block_rows)) for s in range(0, n, block_rows)]
+
+    def to_memory(self) -> np.ndarray | sp.csr_matrix:
+        return self.read_rows(0, self._shape[0])
+
+    def __getitem__(self, key: object) -> np.ndarray | sp.csr_matrix:
+        if isinstance(key, slice) and key.step in (None, 1):
+            start, stop, _ = key.indices(self._shape[0])
+            return self.read_rows(start, stop)
+        if isinstance(key, int | np.integer):
+            return self.read_rows(int(key), int(key) + 1)
+        return self.read_row_list(np.arange(self._shape[0])[key])  # type: ignore[index]

@@ -1,0 +1,181 @@
+"""Persisted registrations inside a store: versioned JSON in the root group's attributes.
+
+Layout of ``root.attrs["atlasloader"]``::
+
+    {"encoding-type": "atlasloader-store", "encoding-version": "0.1.0",
+     "uuid": "...",                                   # the store's _scvi_uuid
+     "fields": {<spec id>: {"registry_key", "state", "inputs", "outputs"}},
+     "registries": {<name>: <registry JSON>}}
+
+A field's saved state is reused only when the fingerprints of everything it read still match
+and every column it wrote still carries the token written with it; otherwise it is recomputed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from typing import Any
+
+import numpy as np
+import zarr
+
+from ..errors import InvalidDataError
+from ..registry.codec import from_jsonable, to_jsonable
+from .elements import encoding_type, read_elem
+
+ATTR = "atlasloader"
+ENCODING_TYPE = "atlasloader-store"
+ENCODING_VERSION = "0.1.0"
+TOKEN_ATTR = "atlasloader-token"
+_SAMPLED_CHUNKS = 3
+_SMALL = 1 << 20  # arrays up to 1 Mi elements are hashed whole
+
+
+def read_meta(root: zarr.Group) -> dict[str, Any]:
+    meta = root.attrs.get(ATTR)
+    if meta is None:
+        return {"encoding-type": ENCODING_TYPE, "encoding-version": ENCODING_VERSION,
+                "fields": {}, "registries": {}}
+    meta = dict(meta)
+    if meta.get("encoding-type") != ENCODING_TYPE:
+        msg = f"store attribute {ATTR!r} was not written by atlasloader ({meta.get('encoding-type')!r})"
+        raise InvalidDataError(msg)
+    if meta.get("encoding-version") != ENCODING_VERSION:
+        msg = (
+            f"the store's atlasloader metadata has encoding-version {meta.get('encoding-version')!r}; "
+            f"this atlasloader reads {ENCODING_VERSION!r}. Upgrade atlasloader, or register again"
+        )
+        raise InvalidDataError(msg)
+    meta.setdefault("fields", {})
+    meta.setdefault("registries", {})
+    return meta
+
+
+def write_meta(root: zarr.Group, meta: dict[str, Any]) -> None:
+    root.attrs[ATTR] = meta
+
+
+def store_uuid(root: zarr.Group, create: bool) -> str | None:
+    meta = read_meta(root)
+    if "uuid" not in meta and create:
+        meta["uuid"] = str(uuid.uuid4())
+        write_meta(root, meta)
+    return meta.get("uuid")
+
+
+# --- fingerprints ----------------------------------------------------------------------------
+def _hash_array(arr: zarr.Array, h: Any) -> None:
+    h.update(json.dumps([list(arr.shape), str(arr.dtype), list(arr.chunks)]).encode())
+    n = int(arr.shape[0]) if arr.shape else 0
+    if n == 0:
+        return
+    if int(np.prod(arr.shape)) <= _SMALL:
+        sels = [slice(None)]
+    else:
+        c = int(arr.chunks[0])
+        n_chunks = -(-n // c)
+        picks = sorted({0, n_chunks // 2, n_chunks - 1})[:_SAMPLED_CHUNKS]
+        sels = [slice(i * c, min(n, (i + 1) * c)) for i in picks]
+    for sel in sels:
+        block = np.asarray(arr[sel])
+        if block.dtype.kind in "OUT" or str(block.dtype).startswith("StringDType"):
+            h.update("\x1f".join(map(str, block.ravel().tolist())).encode())
+        else:
+            h.update(np.ascontiguousarray(block).tobytes())
+
+
+def _hash_node(node: zarr.Array | zarr.Group, h: Any) -> None:
+    h.update(encoding_type(node).encode())
+    if isinstance(node, zarr.Array):
+        _hash_array(node, h)
+        return
+    h.update(json.dumps({k: v for k, v in node.attrs.items() if k != ATTR}, default=str).encode())
+    for name in sorted(node.keys()):
+        _hash_node(node[name], h)
+
+
+def fingerprint(root: zarr.Group, attr_name: str, key: str | None) -> str:
+    """A cheap digest of a location: metadata plus sampled chunks (never all of ``X``)."""
+    h = hashlib.sha1()
+    if attr_name == "X":
+        node = root["X"]
+    elif attr_name == "var":
+        var = root["var"]
+        node = var[var.attrs.get("_index", "_index")]  # type: ignore[index]
+    elif attr_name == "uns":
+        h.update(json.dumps(to_jsonable(_plain(read_elem(root["uns"][key]))), default=str).encode())  # type: ignore[index]
+        return h.hexdigest()
+    else:
+        node = root[f"{attr_name}/{key}"]
+    _hash_node(node, h)
+    return h.hexdigest()
+
+
+def _plain(v: Any) -> Any:
+    if isinstance(v, np.ndarray):
+        return v.astype(object) if v.dtype.kind in "UT" or str(v.dtype).startswith("String") else v
+    if isinstance(v, dict):
+        return {k: _plain(x) for k, x in v.items()}
+    return v
+
+
+def output_token(root: zarr.Group, attr_name: str, key: str | None) -> str | None:
+    path = f"{attr_name}/{key}"
+    if path not in root:
+        return None
+    if attr_name == "obs" and key not in root["obs"].attrs.get("column-order", []):
+        return None
+    return root[path].attrs.get(TOKEN_ATTR)
+
+
+def stamp_output(root: zarr.Group, attr_name: str, key: str | None) -> str:
+    token = uuid.uuid4().hex
+    root[f"{attr_name}/{key}"].attrs[TOKEN_ATTR] = token
+    return token
+
+
+# --- field records ---------------------------------------------------------------------------
+def load_state(
+    root: zarr.Group, spec_id: str, inputs: list[tuple[str, str | None]],
+    outputs: list[tuple[str, str | None]],
+) -> dict | None:
+    """The persisted state of a field if it is still valid for the store's current data."""
+    rec = read_meta(root)["fields"].get(spec_id)
+    if rec is None:
+        return None
+    try:
+        current = {f"{a}/{k}": fingerprint(root, a, k) for a, k in inputs}
+    except KeyError:
+        return None
+    if current != rec["inputs"]:
+        return None
+    for a, k in outputs:
+        if output_token(root, a, k) != rec["outputs"].get(f"{a}/{k}"):
+            return None
+    return from_jsonable(rec["state"])
+
+
+def save_state(
+    root: zarr.Group, spec_id: str, registry_key: str, state: dict,
+    inputs: list[tuple[str, str | None]], outputs: list[tuple[str, str | None]],
+) -> None:
+    meta = read_meta(root)
+    meta["fields"][spec_id] = {
+        "registry_key": registry_key,
+        "state": to_jsonable(state),
+        "inputs": {f"{a}/{k}": fingerprint(root, a, k) for a, k in inputs},
+        "outputs": {f"{a}/{k}": stamp_output(root, a, k) for a, k in outputs},
+    }
+    write_meta(root, meta)
+
+
+def save_registry(root: zarr.Group, name: str, registry_json: dict[str, Any]) -> None:
+    meta = read_meta(root)
+    meta["registries"][name] = registry_json
+    write_meta(root, meta)
+
+
+def load_registries(root: zarr.Group) -> dict[str, Any]:
+    return dict(read_meta(root)["registries"])

@@ -1,0 +1,165 @@
+"""Write encoded columns into a store so that a crash never leaves a store that opens wrong.
+
+Each array is written in full under a staging prefix and then made visible in one step: a
+directory rename on local stores, or (object stores) chunk objects copied before the metadata
+object that makes the array exist. Obs columns become visible to anndata only once their name
+is added to ``column-order``, after the data is in place.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from typing import Any
+
+import dask.array as da
+import numpy as np
+import zarr
+
+from ..errors import ReadOnlyStoreError, StoreError
+from .open import local_root, store_is_writable
+
+STAGING = "__atlasloader_staging__"
+ARRAY_ATTRS = {"encoding-type": "array", "encoding-version": "0.2.0"}
+# Rows per stored chunk of an encoded column: small enough for random reads, big enough
+# that a 10^8-cell column is ~100 objects.
+ENCODED_CHUNK_ROWS = 1 << 20
+_META_NAMES = ("zarr.json", ".zarray", ".zattrs", ".zgroup")
+
+
+def require_writable(root: zarr.Group, what: str, path: str) -> None:
+    if not store_is_writable(root):
+        msg = (
+            f"cannot write {what} into the read-only store {path!r}: open it with "
+            "read_lazy(path, mode='r+'), copy it somewhere writable, or register it once "
+            "where it is writable so the encodings are persisted"
+        )
+        raise ReadOnlyStoreError(msg)
+
+
+def _sync(coro: Any) -> Any:
+    from zarr.core.sync import sync
+
+    return sync(coro)
+
+
+def _list(store: Any, prefix: str) -> list[str]:
+    async def collect() -> list[str]:
+        return [k async for k in store.list_prefix(prefix)]
+
+    return _sync(collect())
+
+
+def _move_keys(store: Any, src: str, dst: str) -> None:
+    """Copy every object under ``src`` to ``dst``, metadata objects last, then delete ``src``."""
+    from zarr.core.buffer import default_buffer_prototype
+
+    proto = default_buffer_prototype()
+    keys = _list(store, src + "/")
+    keys.sort(key=lambda k: (k.rsplit("/", 1)[-1] in _META_NAMES, k.count("/")))
+    for k in _list(store, dst + "/"):
+        if k.rsplit("/", 1)[-1] in _META_NAMES:
+            _sync(store.delete(k))  # make the old array invisible before replacing its chunks
+    for k in _list(store, dst + "/"):
+        _sync(store.delete(k))
+    for k in keys:
+        buf = _sync(store.get(k, prototype=proto))
+        _sync(store.set(dst + k[len(src) :], buf))
+    for k in keys:
+        _sync(store.delete(k))
+
+
+def _publish(root: zarr.Group, staged: str, target: str) -> None:
+    base = local_root(root)
+    if base is not None:
+        src = base / staged
+        dst = base / target
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        trash = base / STAGING / f"old-{uuid.uuid4().hex}"
+        if dst.exists():
+            os.replace(dst, trash)  # atomic: target is old-complete or absent, never partial
+        os.replace(src, dst)
+        shutil.rmtree(trash, ignore_errors=True)
+    else:
+        prefix = f"{root.path}/" if root.path else ""
+        _move_keys(root.store, prefix + staged, prefix + target)
+
+
+def write_array(
+    root: zarr.Group,
+    target: str,
+    values: da.Array | np.ndarray,
+    attrs: dict[str, Any] | None = None,
+    chunk_rows: int = ENCODED_CHUNK_ROWS,
+) -> None:
+    """Write ``values`` (computed chunk-wise if dask) to ``target`` (e.g. ``obs/_scvi_batch``)."""
+    values = values if isinstance(values, da.Array) else da.from_array(np.asarray(values))
+    n = int(values.shape[0])
+    rows = max(1, min(chunk_rows, n))
+    chunks = (rows, *values.shape[1:])
+    staged = f"{STAGING}/{uuid.uuid4().hex}"
+    try:
+        arr = root.create_array(
+            staged, shape=values.shape, chunks=chunks, dtype=values.dtype, fill_value=0,
+            overwrite=True,
+        )
+    except Exception as e:
+        msg = f"cannot create {target!r} in the store: {type(e).__name__}: {e}"
+        raise StoreError(msg) from e
+    arr.attrs.update({**ARRAY_ATTRS, **(attrs or {})})
+    # Dask chunks must be whole multiples of the Zarr chunks so tasks never share a chunk.
+    task_rows = 4 * rows
+    values = values.rechunk((task_rows, *values.shape[1:]))
+    da.store(values, arr, lock=False)
+    _publish(root, staged, target)
+
+
+def set_column_order(root: zarr.Group, frame: str, key: str, present: bool) -> None:
+    """Add or remove ``key`` in ``<frame>.attrs['column-order']`` (the commit point)."""
+    g = root[frame]
+    order = list(g.attrs.get("column-order", []))
+    if present and key not in order:
+        order.append(key)
+    elif not present and key in order:
+        order.remove(key)
+    else:
+        return
+    g.attrs["column-order"] = order
+
+
+def write_obs_column(
+    root: zarr.Group, key: str, values: da.Array | np.ndarray, attrs: dict[str, Any]
+) -> None:
+    """Write an obs column; it is hidden from anndata while being replaced."""
+    set_column_order(root, "obs", key, present=False)
+    write_array(root, f"obs/{key}", values, attrs)
+    set_column_order(root, "obs", key, present=True)
+
+
+def write_obsm_array(
+    root: zarr.Group, key: str, values: da.Array | np.ndarray, attrs: dict[str, Any]
+) -> None:
+    if "obsm" not in root:
+        root.create_group("obsm").attrs.update({"encoding-type": "dict", "encoding-version": "0.1.0"})
+    write_array(root, f"obsm/{key}", values, attrs)
+
+
+def finish_writes(root: zarr.Group) -> None:
+    """Drop staging leftovers and refresh consolidated metadata if the store had it."""
+    base = local_root(root)
+    if base is not None:
+        shutil.rmtree(base / STAGING, ignore_errors=True)
+    elif STAGING in root:
+        del root[STAGING]
+    if root.metadata.consolidated_metadata is not None or _has_v2_consolidated(root):
+        zarr.consolidate_metadata(root.store, path=root.path or None)
+
+
+def _has_v2_consolidated(root: zarr.Group) -> bool:
+    if root.metadata.zarr_format != 2:
+        return False
+    base = local_root(root)
+    if base is not None:
+        return (base / ".zmetadata").exists()
+    return bool(_list(root.store, (root.path + "/" if root.path else "") + ".zmetadata"))
