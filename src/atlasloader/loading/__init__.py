@@ -1,0 +1,5 @@
+"""Loading: fetch rows, prefetch in the background, collate to (pinned, device) tensors."""
+
+from .loader import AnnDataLoader
+
+__all__ = ["AnnDataLoader"]

@@ -1,0 +1,298 @@
+"""``AnnDataLoader``: shuffled dict minibatches from an in-memory AnnData or a Zarr store.
+
+Each epoch the sampler deals *buffers*: a few dozen short runs of consecutive cells (aligned to
+the store's chunks) plus a permutation of the buffer's rows. A background thread pool reads
+buffers ahead of the consumer (Zarr decoding and the numpy densify release the GIL), rows are
+permuted and cut into batches with the remainder carried into the next buffer, so every cell is
+yielded exactly once per epoch and memory is bounded by ``prefetch`` buffers.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from ..errors import InvalidArgumentError, MissingKeyError, NotRegisteredError
+from ..sampling import Batcher, ChunkShuffleSampler
+from .collate import to_device, to_tensor
+from .fetch import RowFetcher, fetcher_for
+
+DEFAULT_ROWS_PER_READ = 16
+DEFAULT_READS_PER_BUFFER = 64
+
+
+def _resolve_dtypes(manager: Any, data_and_attributes: Any) -> dict[str, np.dtype]:
+    keys = list(manager.data_registry.keys())
+    if data_and_attributes is None:
+        return {k: np.dtype(np.float32) for k in keys}
+    if isinstance(data_and_attributes, Mapping):
+        chosen = {k: np.dtype(v) for k, v in data_and_attributes.items()}
+    elif isinstance(data_and_attributes, Sequence) and not isinstance(data_and_attributes, str):
+        chosen = {k: np.dtype(np.float32) for k in data_and_attributes}
+    else:
+        msg = f"data_and_attributes must be a dict of key->dtype or a list of keys, got {data_and_attributes!r}"
+        raise InvalidArgumentError(msg)
+    unknown = [k for k in chosen if k not in keys]
+    if unknown:
+        msg = f"data_and_attributes key(s) {unknown} are not in the data registry; registered keys: {keys}"
+        raise MissingKeyError(msg)
+    return chosen
+
+
+def _resolve_indices(indices: Any, n_obs: int) -> np.ndarray:
+    if indices is None:
+        return np.arange(n_obs, dtype=np.int64)
+    arr = np.asarray(indices)
+    if arr.dtype == bool:
+        if arr.shape != (n_obs,):
+            msg = f"boolean indices must have length n_obs={n_obs}, got shape {arr.shape}"
+            raise InvalidArgumentError(msg)
+        return np.flatnonzero(arr).astype(np.int64)
+    if arr.ndim != 1 or (arr.size and arr.dtype.kind not in "iu"):
+        msg = f"indices must be a 1-D array of integers or a boolean mask, got dtype {arr.dtype} shape {arr.shape}"
+        raise InvalidArgumentError(msg)
+    arr = arr.astype(np.int64)
+    if arr.size and (arr.min() < 0 or arr.max() >= n_obs):
+        bad = arr[(arr < 0) | (arr >= n_obs)][0]
+        msg = f"index {bad} in indices is out of range for {n_obs} cells (allowed 0..{n_obs - 1})"
+        raise InvalidArgumentError(msg)
+    return arr
+
+
+class AnnDataLoader:
+    """Iterate dict minibatches keyed by registry keys.
+
+    Parameters
+    ----------
+    adata_manager
+        A registered :class:`~atlasloader.AnnDataManager` (in-memory AnnData or store).
+    indices
+        Cells to load (integer positions or boolean mask), e.g. a train split.
+    batch_size
+        Cells per minibatch.
+    shuffle
+        Shuffle cells (chunk-aware: short aligned runs, shuffled, mixed within a buffer).
+    drop_last
+        Drop the final incomplete batch of each epoch (of each rank's shard).
+    data_and_attributes
+        ``{key: dtype}`` (only these keys, with these dtypes) or a list of keys (float32).
+    rows_per_read
+        Consecutive rows per random read; rounded to divide the store's row chunk.
+    reads_per_buffer
+        Runs mixed together in one shuffle buffer (randomness grows with it).
+    prefetch
+        Buffers read ahead in background threads (memory bound: ``prefetch`` buffers).
+    seed
+        Shuffling seed; epoch ``n`` uses ``(seed, n)``.
+    sparse
+        Yield sparse CSR tensors for sparse ``X`` instead of densifying on the CPU.
+    pin_memory
+        Pin CPU tensors (when CUDA is available) for fast asynchronous copies.
+    device
+        Move tensors there; sparse tensors are densified on the device.
+    rank, world_size
+        Shard for distributed training; taken from ``torch.distributed`` when initialised.
+
+    Examples
+    --------
+    >>> loader = AnnDataLoader(manager, batch_size=512, shuffle=True)  # doctest: +SKIP
+    >>> batch = next(iter(loader))  # doctest: +SKIP
+    >>> batch["X"].shape  # doctest: +SKIP
+    torch.Size([512, 2000])
+    """
+
+    def __init__(
+        self,
+        adata_manager: Any,
+        indices: Any = None,
+        batch_size: int = 128,
+        shuffle: bool = False,
+        drop_last: bool = False,
+        data_and_attributes: Any = None,
+        *,
+        rows_per_read: int | None = None,
+        reads_per_buffer: int | None = None,
+        prefetch: int = 2,
+        num_threads: int | None = None,
+        seed: int = 0,
+        sparse: bool = False,
+        pin_memory: bool = False,
+        device: Any = None,
+        rank: int | None = None,
+        world_size: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if getattr(adata_manager, "adata", None) is None:
+            msg = "the AnnDataManager is not registered: call register_fields(adata) before loading"
+            raise NotRegisteredError(msg)
+        if not isinstance(batch_size, int | np.integer) or batch_size <= 0:
+            raise InvalidArgumentError(f"batch_size must be a positive integer, got {batch_size!r}")
+        if prefetch < 1:
+            raise InvalidArgumentError(f"prefetch must be >= 1, got {prefetch!r}")
+        if kwargs:
+            msg = f"unknown AnnDataLoader argument(s) {sorted(kwargs)}"
+            raise InvalidArgumentError(msg)
+        self.adata_manager = adata_manager
+        self.batch_size = int(batch_size)
+        self.shuffle = bool(shuffle)
+        self.drop_last = bool(drop_last)
+        self.seed = int(seed)
+        self.sparse = bool(sparse)
+        self.pin_memory = bool(pin_memory)
+        self.device = device
+        self.prefetch = int(prefetch)
+        self.num_threads = num_threads or min(4, os.cpu_count() or 1)
+        self.dtypes = _resolve_dtypes(adata_manager, data_and_attributes)
+        adata = adata_manager.adata
+        dr = adata_manager.data_registry
+        self.fetchers: dict[str, RowFetcher] = {
+            k: fetcher_for(adata, dr[k]["attr_name"], dr[k]["attr_key"]) for k in self.dtypes
+        }
+        n_obs = int(adata.n_obs if hasattr(adata, "n_obs") else adata.shape[0])
+        self.indices = _resolve_indices(indices, n_obs)
+        if self.indices.size and np.any(np.diff(self.indices) <= 0):
+            self.indices = np.unique(self.indices)
+        rank, world_size = _distributed(rank, world_size)
+        chunk = self._store_row_chunk()
+        rows = rows_per_read or DEFAULT_ROWS_PER_READ
+        if rows <= 0:
+            raise InvalidArgumentError(f"rows_per_read must be positive, got {rows!r}")
+        if chunk and chunk % rows and rows < chunk:
+            rows = max(d for d in range(1, rows + 1) if chunk % d == 0)  # never straddle a chunk
+        self.sampler = ChunkShuffleSampler(
+            self.indices,
+            batch_size=self.batch_size,
+            read_rows=rows,
+            reads_per_buffer=reads_per_buffer or DEFAULT_READS_PER_BUFFER,
+            shuffle=self.shuffle,
+            drop_last=self.drop_last,
+            seed=self.seed,
+            rank=rank,
+            world_size=world_size,
+        )
+        self.epoch = 0
+        self._advance_epoch = False
+
+    def _store_row_chunk(self) -> int | None:
+        for f in self.fetchers.values():
+            if f.lazy is not None and not f.lazy.is_sparse and f.n_cols > 1:
+                return f.lazy.row_chunk
+        return None
+
+    # --- epochs and resumption ------------------------------------------------------------------
+    def set_epoch(self, epoch: int) -> None:
+        """Use epoch ``epoch``'s deterministic order for the next iteration.
+
+        Without calls to ``set_epoch`` every completed pass moves on to the next epoch, so
+        a plain ``for epoch in range(n): for batch in loader`` reshuffles each time.
+        """
+        self.epoch = int(epoch)
+        self.sampler.set_epoch(self.epoch)
+        self._advance_epoch = False
+
+    def __len__(self) -> int:
+        return self.sampler.num_batches()
+
+    def state_dict(self) -> dict[str, Any]:
+        """Picklable position: resuming yields exactly the batches not yet yielded."""
+        return self.sampler.state_dict()
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Resume from :meth:`state_dict`: the next iteration yields the rest of that epoch."""
+        self.sampler.load_state_dict(state)
+        self.epoch = self.sampler.epoch
+        self.seed = self.sampler.seed
+        self._advance_epoch = False
+
+    # --- iteration -----------------------------------------------------------------------------
+    def _read_buffer(self, runs: np.ndarray, order: np.ndarray) -> _Rows:
+        return _Rows({key: f.read_runs(runs)[order] for key, f in self.fetchers.items()})
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        if self._advance_epoch:
+            self.set_epoch(self.epoch + 1)
+        n_batches = self.sampler.num_batches()
+        if self.sampler.batches_yielded >= n_batches:
+            self.sampler.load_state_dict(
+                {"epoch": self.epoch, "seed": self.seed, "batches_yielded": 0}
+            )
+        batcher: Batcher[_Rows] = Batcher(self.batch_size, self.drop_last, concat=_Rows.concat)
+        buffers = self.sampler.sample()
+        with ThreadPoolExecutor(self.num_threads, thread_name_prefix="atlasloader") as pool:
+            for rows in batcher.rebatch(_ahead(buffers, pool, self._read_buffer, self.prefetch)):
+                # Counted before handing over: a checkpoint taken while the batch is in use
+                # must not replay it.
+                self.sampler.advance(1)
+                yield self._collate(rows.blocks)
+        self._advance_epoch = True
+
+    def _collate(self, batch: dict[str, Any]) -> dict[str, Any]:
+        out = {}
+        for key, block in batch.items():
+            t = to_tensor(block, self.dtypes[key], self.sparse, self.pin_memory)
+            out[key] = to_device(t, self.device)
+        return out
+
+
+class _Rows:
+    """Row blocks of every key, sliced and joined together (what the Batcher cuts)."""
+
+    __slots__ = ("blocks",)
+
+    def __init__(self, blocks: dict[str, Any]) -> None:
+        self.blocks = blocks
+
+    def __len__(self) -> int:
+        return int(next(iter(self.blocks.values())).shape[0]) if self.blocks else 0
+
+    def __getitem__(self, sl: slice) -> _Rows:
+        return _Rows({k: v[sl] for k, v in self.blocks.items()})
+
+    @staticmethod
+    def concat(pieces: Sequence[_Rows]) -> _Rows:
+        keys = pieces[0].blocks.keys()
+        return _Rows({k: _concat([p.blocks[k] for p in pieces]) for k in keys})
+
+
+def _concat(parts: list[Any]) -> Any:
+    if sp.issparse(parts[0]):
+        return sp.vstack(parts, format="csr")
+    return np.concatenate(parts)
+
+
+def _ahead(items: Iterator[Any], pool: ThreadPoolExecutor, fn: Any, depth: int) -> Iterator[Any]:
+    """Map ``fn`` over buffers in ``pool`` keeping ``depth`` reads in flight, in order."""
+    queue: deque[Future] = deque()
+    try:
+        for item in items:
+            queue.append(pool.submit(fn, item.runs, item.order))
+            if len(queue) > depth:
+                yield queue.popleft().result()
+        while queue:
+            yield queue.popleft().result()
+    finally:
+        for fut in queue:
+            fut.cancel()
+
+
+def _distributed(rank: int | None, world_size: int | None) -> tuple[int, int]:
+    if rank is not None or world_size is not None:
+        r, w = int(rank or 0), int(world_size or 1)
+    else:
+        r, w = 0, 1
+        try:
+            import torch.distributed as dist
+
+            if dist.is_available() and dist.is_initialized():
+                r, w = dist.get_rank(), dist.get_world_size()
+        except ImportError:  # pragma: no cover
+            pass
+    if not 0 <= r < w:
+        raise InvalidArgumentError(f"rank must be in [0, world_size={w}), got {r}")
+    return r, w
