@@ -66,7 +66,9 @@ def _register_persisted(
     state = _register(field, backing.adata, source_state, transfer_kwargs)
     if backing.adata.writable:
         backing.flush()  # the outputs must exist before they are stamped
+        root = backing.adata.group  # flush re-opened the store
         records.save_state(root, spec_id, field.registry_key, state, inputs, outputs)
+        backing.mark_dirty()  # consolidated metadata must show the new record
     return state
 
 
@@ -74,7 +76,6 @@ def finish(adata: Any) -> None:
     """Make a registration's writes visible (consolidated metadata) and reopen lazily."""
     backing = backing_of(adata)
     if isinstance(backing, ZarrBacking) and backing.adata.writable:
-        backing._dirty = True
         backing.flush()
 
 
@@ -98,8 +99,11 @@ def assign_uuid(adata: Any) -> str:
 def save_registry(adata: Any, name: str, registry_json: dict[str, Any]) -> None:
     backing = backing_of(adata)
     if isinstance(backing, ZarrBacking) and backing.adata.writable:
+        before = records.read_meta(records.fresh(backing.adata.group)).get("registries", {})
         records.save_registry(backing.adata.group, name, registry_json)
-        finish(adata)
+        if before.get(name) != registry_json:
+            backing.mark_dirty()
+            finish(adata)
 
 
 def check_fields(fields: Sequence[BaseAnnDataField]) -> None:

@@ -239,6 +239,10 @@ class ZarrBacking(Backing):
         write_obsm_array(self.adata.group, key, _as_dask(values), {"columns": list(columns)})
         self._dirty = True
 
+    def mark_dirty(self) -> None:
+        """Record that something was written outside write_obs/write_obsm (attrs)."""
+        self._dirty = True
+
     def flush(self) -> None:
         if self._dirty:
             finish_writes(self.adata.group)

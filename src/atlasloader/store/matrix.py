@@ -16,7 +16,8 @@ import zarr
 from ..errors import CorruptChunkError, InvalidDataError, InvalidTypeError
 from .elements import encoding_type
 
-Rows = "np.ndarray | scipy.sparse.csr_matrix"
+# Cache the row pointers of matrices up to this many rows (8 MB per million cells).
+INDPTR_CACHE_ROWS = 4_000_000
 
 
 class LazyMatrix:
@@ -81,9 +82,17 @@ class LazyMatrix:
 
     @cached_property
     def indptr(self) -> np.ndarray:
+        """The whole row-pointer array (8 bytes per cell), read once and cached."""
         if self.format != "csr":
             raise InvalidTypeError(f"{self.where} is dense and has no indptr")
         return np.asarray(self._read(self.node["indptr"], slice(None)), dtype=np.int64)
+
+    def _indptr_slice(self, start: int, stop: int) -> np.ndarray:
+        # Small matrices (and the loader, which reads many runs) use the cached array; huge
+        # ones read only the slice, so a registration check never loads 8 bytes per cell.
+        if "indptr" in self.__dict__ or self._shape[0] <= INDPTR_CACHE_ROWS:
+            return self.indptr[start : stop + 1]
+        return np.asarray(self._read(self.node["indptr"], slice(start, stop + 1)), dtype=np.int64)
 
     @property
     def nnz(self) -> int:
@@ -114,7 +123,7 @@ class LazyMatrix:
         if self.format == "dense":
             assert isinstance(self.node, zarr.Array)
             return self._read(self.node, slice(start, stop))
-        ptr = self.indptr[start : stop + 1]
+        ptr = self._indptr_slice(start, stop)
         lo, hi = int(ptr[0]), int(ptr[-1])
         data = self._read(self.node["data"], slice(lo, hi))
         indices = self._read(self.node["indices"], slice(lo, hi))

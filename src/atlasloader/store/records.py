@@ -57,9 +57,20 @@ def write_meta(root: zarr.Group, meta: dict[str, Any]) -> None:
     root.attrs[ATTR] = meta
 
 
+def fresh(root: zarr.Group) -> zarr.Group:
+    """The same group re-read from the store.
+
+    Group handles cache their attributes; every read-modify-write of our metadata starts from
+    what is on disk, so records written through another handle are never lost.
+    """
+    return zarr.open_group(store=root.store, path=root.path, mode="r+", use_consolidated=False)
+
+
 def store_uuid(root: zarr.Group, create: bool) -> str | None:
     meta = read_meta(root)
     if "uuid" not in meta and create:
+        root = fresh(root)
+        meta = read_meta(root)
         meta["uuid"] = str(uuid.uuid4())
         write_meta(root, meta)
     return meta.get("uuid")
@@ -172,7 +183,10 @@ def save_state(
 
 
 def save_registry(root: zarr.Group, name: str, registry_json: dict[str, Any]) -> None:
+    root = fresh(root)
     meta = read_meta(root)
+    if meta["registries"].get(name) == registry_json:
+        return  # unchanged: no write, so re-registering a store stays read-only
     meta["registries"][name] = registry_json
     write_meta(root, meta)
 
