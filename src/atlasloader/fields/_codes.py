@@ -75,7 +75,10 @@ def _unique_values(col: ColumnData) -> np.ndarray:
 
     parts = col.values.map_blocks(block_unique, chunks=(np.nan,), dtype=object)
     (uniq,) = dask.compute(parts)
-    return np.asarray(pd.unique(pd.Series(np.asarray(uniq, dtype=object))), dtype=object)
+    values = pd.unique(pd.Series(np.asarray(uniq, dtype=object)))
+    # Blocks go through object arrays; give numbers back their dtype, as pandas does in memory
+    # (an integer column's categories are int64, not object).
+    return pd.Series(values, dtype=object).infer_objects().to_numpy()
 
 
 def _code_counts(codes: da.Array, n_categories: int) -> np.ndarray:

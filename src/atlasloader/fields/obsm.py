@@ -94,7 +94,10 @@ class ObsmField(BaseAnnDataField):
         if self.colnames_uns_key is None and frame_cols is not None:
             return list(frame_cols)
         if self.colnames_uns_key is not None:
-            return np.asarray(b.uns_value(self.colnames_uns_key))
+            names = np.asarray(b.uns_value(self.colnames_uns_key))
+            # '<U..' in memory, StringDType from a store, object after the JSON round trip:
+            # one dtype, so the state is the same on both backings and when reused.
+            return names.astype(object) if names.dtype.kind in "UST" else names
         return np.arange(b.matrix_shape(self.attr_name, self.attr_key)[1])
 
     def register_field(self, adata: Any) -> dict:

@@ -20,7 +20,13 @@ from ..errors import InvalidTypeError, MissingKeyError, ViewError
 from .elements import ColumnData, read_elem
 from .lazy import LazyAnnData
 from .matrix import LazyMatrix
-from .write import finish_writes, require_writable, write_obs_column, write_obsm_array
+from .write import (
+    finish_writes,
+    is_consolidated,
+    require_writable,
+    write_obs_column,
+    write_obsm_array,
+)
 
 if TYPE_CHECKING:
     import anndata as ad
@@ -160,6 +166,8 @@ class ZarrBacking(Backing):
     def __init__(self, adata: LazyAnnData) -> None:
         self.adata = adata
         self._dirty = False
+        # Remembered before any write: on Zarr v3 writing root attrs drops consolidated metadata.
+        self._consolidated = adata.writable and is_consolidated(adata.group)
 
     @property
     def n_obs(self) -> int:
@@ -233,11 +241,15 @@ class ZarrBacking(Backing):
         self._writable(f"adata.obs['{key}']")
         write_obs_column(self.adata.group, key, _as_dask(values), {})
         self._dirty = True
+        # A field may be used on its own (``field.register_field(store)``, as in the seed
+        # tutorial): publish now so anndata's reader (consolidated metadata) sees the column.
+        self.flush()
 
     def write_obsm(self, key: str, values: Any, columns: list[str]) -> None:
         self._writable(f"adata.obsm['{key}']")
         write_obsm_array(self.adata.group, key, _as_dask(values), {"columns": list(columns)})
         self._dirty = True
+        self.flush()
 
     def mark_dirty(self) -> None:
         """Record that something was written outside write_obs/write_obsm (attrs)."""
@@ -245,7 +257,7 @@ class ZarrBacking(Backing):
 
     def flush(self) -> None:
         if self._dirty:
-            finish_writes(self.adata.group)
+            finish_writes(self.adata.group, self._consolidated or None)
             self.adata.refresh()
             self._dirty = False
 

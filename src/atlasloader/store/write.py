@@ -8,9 +8,11 @@ is added to ``column-order``, after the data is in place.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import uuid
+import warnings
 from typing import Any
 
 import dask.array as da
@@ -145,15 +147,50 @@ def write_obsm_array(
     write_array(root, f"obsm/{key}", values, attrs)
 
 
-def finish_writes(root: zarr.Group) -> None:
-    """Drop staging leftovers and refresh consolidated metadata if the store had it."""
+def finish_writes(root: zarr.Group, consolidated: bool | None = None) -> None:
+    """Drop staging leftovers and refresh consolidated metadata if the store had it.
+
+    ``consolidated`` says whether the store had consolidated metadata when it was opened
+    (writing the root's attributes through a handle opened without it drops it on Zarr v3);
+    None looks at the store now.
+    """
     base = local_root(root)
     if base is not None:
         shutil.rmtree(base / STAGING, ignore_errors=True)
     elif STAGING in root:
         del root[STAGING]
+    if consolidated is None:
+        consolidated = is_consolidated(root)
+    if consolidated:
+        with warnings.catch_warnings():
+            # zarr notes that consolidated metadata is not in the v3 spec; anndata relies on it.
+            warnings.filterwarnings("ignore", "Consolidated metadata", UserWarning)
+            zarr.consolidate_metadata(root.store, path=root.path or None)
+
+
+def is_consolidated(root: zarr.Group) -> bool:
+    """Whether the store has consolidated metadata (read on open by anndata and zarr)."""
     if root.metadata.consolidated_metadata is not None or _has_v2_consolidated(root):
-        zarr.consolidate_metadata(root.store, path=root.path or None)
+        return True
+    return _has_v3_consolidated(root)
+
+
+def _has_v3_consolidated(root: zarr.Group) -> bool:
+    # A handle opened with use_consolidated=False (every writer) does not show it in
+    # ``root.metadata``, so look at the root's zarr.json itself.
+    if root.metadata.zarr_format != 3:
+        return False
+    from zarr.core.buffer import default_buffer_prototype
+
+    key = (root.path + "/" if root.path else "") + "zarr.json"
+    buf = _sync(root.store.get(key, prototype=default_buffer_prototype()))
+    if buf is None:
+        return False
+    try:
+        meta = json.loads(buf.to_bytes())
+    except ValueError:
+        return False
+    return meta.get("consolidated_metadata") is not None
 
 
 def _has_v2_consolidated(root: zarr.Group) -> bool:
