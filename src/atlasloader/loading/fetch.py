@@ -52,10 +52,7 @@ class RowFetcher:
     def read_runs(self, runs: np.ndarray) -> Any:
         """Rows of the runs concatenated in the order given."""
         if self.lazy is not None:
-            parts = [self.lazy.read_rows(int(a), int(b)) for a, b in runs]
-            if self.is_sparse:
-                return sp.vstack(parts, format="csr") if len(parts) > 1 else parts[0]
-            return np.concatenate(parts) if len(parts) > 1 else parts[0]
+            return self.lazy.read_runs(runs)
         rows = np.concatenate([np.arange(a, b) for a, b in runs]) if len(runs) else np.zeros(0, int)
         return self.memory[rows]
 

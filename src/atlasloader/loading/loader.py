@@ -227,19 +227,21 @@ class AnnDataLoader:
         batcher: Batcher[_Rows] = Batcher(self.batch_size, self.drop_last, concat=_Rows.concat)
         buffers = self.sampler.sample()
         with ThreadPoolExecutor(self.num_threads, thread_name_prefix="atlasloader") as pool:
-            for rows in batcher.rebatch(_ahead(buffers, pool, self._read_buffer, self.prefetch)):
+            rows = batcher.rebatch(_ahead(buffers, pool, self._read_buffer, self.prefetch))
+            # Collating (densifying) runs in the same threads, a few batches ahead, so the
+            # consumer only receives finished tensors.
+            for batch in _ahead_map(rows, pool, self._collate_rows, 2 * self.num_threads):
                 # Counted before handing over: a checkpoint taken while the batch is in use
                 # must not replay it.
                 self.sampler.advance(1)
-                yield self._collate(rows.blocks)
+                yield {k: to_device(t, self.device) for k, t in batch.items()}
         self._advance_epoch = True
 
-    def _collate(self, batch: dict[str, Any]) -> dict[str, Any]:
-        out = {}
-        for key, block in batch.items():
-            t = to_tensor(block, self.dtypes[key], self.sparse, self.pin_memory)
-            out[key] = to_device(t, self.device)
-        return out
+    def _collate_rows(self, rows: _Rows) -> dict[str, Any]:
+        return {
+            key: to_tensor(block, self.dtypes[key], self.sparse, self.pin_memory)
+            for key, block in rows.blocks.items()
+        }
 
 
 class _Rows:
@@ -269,11 +271,21 @@ def _concat(parts: list[Any]) -> Any:
 
 
 def _ahead(items: Iterator[Any], pool: ThreadPoolExecutor, fn: Any, depth: int) -> Iterator[Any]:
-    """Map ``fn`` over buffers in ``pool`` keeping ``depth`` reads in flight, in order."""
+    """Read buffers in ``pool`` keeping ``depth`` reads in flight, in order."""
+    return _ahead_map(((b.runs, b.order) for b in items), pool, lambda a: fn(*a), depth)
+
+
+def _ahead_map(
+    items: Iterator[Any], pool: ThreadPoolExecutor, fn: Any, depth: int
+) -> Iterator[Any]:
+    """``map(fn, items)`` in ``pool`` with ``depth`` calls in flight, results in order.
+
+    An exception in a thread is re-raised here, in the consumer, when its result is due.
+    """
     queue: deque[Future] = deque()
     try:
         for item in items:
-            queue.append(pool.submit(fn, item.runs, item.order))
+            queue.append(pool.submit(fn, item))
             if len(queue) > depth:
                 yield queue.popleft().result()
         while queue:

@@ -7,6 +7,7 @@ underlying array, which is what both registration checks and the loader need.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 from functools import cached_property
 
 import numpy as np
@@ -129,6 +130,38 @@ class LazyMatrix:
         indices = self._read(self.node["indices"], slice(lo, hi))
         return sp.csr_matrix(
             (data, indices, ptr - lo), shape=(stop - start, self._shape[1]), copy=False
+        )
+
+    @cached_property
+    def _readers(self) -> tuple[Any, ...]:
+        from .fastread import ChunkReader
+
+        if self.format == "csr":
+            return ChunkReader(self.node["data"]), ChunkReader(self.node["indices"])
+        return (ChunkReader(self.node),)
+
+    def read_runs(self, runs: np.ndarray) -> np.ndarray | sp.csr_matrix:
+        """Rows of several ``[start, stop)`` runs, concatenated in the order given.
+
+        One coalesced read per underlying array: runs sharing a chunk decode it once, and the
+        decoding releases the GIL so prefetch threads overlap.
+        """
+        runs = np.asarray(runs, dtype=np.int64).reshape(-1, 2)
+        if self.format == "dense":
+            (reader,) = self._readers
+            return reader.read_many(runs)
+        ptr = self.indptr
+        elems = np.stack([ptr[runs[:, 0]], ptr[runs[:, 1]]], axis=1)
+        rd, ri = self._readers
+        data = rd.read_many(elems)
+        indices = ri.read_many(elems)
+        lengths = runs[:, 1] - runs[:, 0]
+        rows = np.repeat(runs[:, 0] - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths)
+        rows += np.arange(int(lengths.sum()))
+        new_ptr = np.zeros(rows.size + 1, dtype=np.int64)
+        np.cumsum(ptr[rows + 1] - ptr[rows], out=new_ptr[1:])
+        return sp.csr_matrix(
+            (data, indices, new_ptr), shape=(rows.size, self._shape[1]), copy=False
         )
 
     def read_row_list(self, rows: Sequence[int] | np.ndarray) -> np.ndarray | sp.csr_matrix:
