@@ -56,7 +56,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         history = model.train(max_epochs=args.epochs, batch_size=args.batch_size, seed=args.seed)
         dt = time.perf_counter() - t0
         for i, loss in enumerate(history):
-            rich.print(f"[epoch {i + 1}] loss: {loss:.4f}")
+            rich.print(f"\\[epoch {i + 1}] loss: {loss:.4f}")
         rate = args.cells * args.epochs / dt
         rich.print(f"trained {args.epochs} epochs in {dt:.1f} s: [bold]{rate:,.0f} cells/s[/], "
                    f"peak RSS {_peak_rss_gb():.2f} GB")

@@ -51,10 +51,14 @@ class SetupMixin:
         self.summary_stats = self.adata_manager.summary_stats
 
     @classmethod
-    def _get_setup_method_args(cls, **setup_locals: Any) -> dict:
-        """``{"model_name": ..., "setup_args": {...}}`` from a setup method's ``locals()``."""
+    def _get_setup_method_args(model_cls, **setup_locals: Any) -> dict:  # noqa: N805
+        """``{"model_name": ..., "setup_args": {...}}`` from a setup method's ``locals()``.
+
+        The first parameter is not called ``cls`` because ``locals()`` of a classmethod
+        already holds a ``cls`` entry.
+        """
         setup_args = {k: v for k, v in setup_locals.items() if k not in _EXCLUDED}
-        return {C.MODEL_NAME_KEY: cls.__name__, C.SETUP_ARGS_KEY: setup_args}
+        return {C.MODEL_NAME_KEY: model_cls.__name__, C.SETUP_ARGS_KEY: setup_args}
 
     @classmethod
     def register_manager(cls, adata_manager: AnnDataManager) -> None:

@@ -99,7 +99,7 @@ class SCVI(SetupMixin):
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
-                total += float(loss) * len(batch[REGISTRY_KEYS.X_KEY])
+                total += float(loss.detach()) * len(batch[REGISTRY_KEYS.X_KEY])
                 n += len(batch[REGISTRY_KEYS.X_KEY])
             self.history.append(total / max(n, 1))
         return self.history
