@@ -64,9 +64,11 @@ class LabelsWithUnlabeledObsField(CategoricalObsField):
         self,
         state_registry: dict,
         adata_target: Any,
+        extend_categories: bool = False,
         allow_missing_labels: bool = False,
         **kwargs: Any,
     ) -> dict:
+        # extend_categories is accepted and ignored: query labels never extend the reference.
         b = self.backing(adata_target)
         if allow_missing_labels and not b.has(self.attr_name, self._original_attr_key):
             if not isinstance(b, MemoryBacking):

@@ -34,7 +34,7 @@ def _resolve_dtypes(manager: Any, data_and_attributes: Any) -> dict[str, np.dtyp
     if data_and_attributes is None:
         return {k: np.dtype(np.float32) for k in keys}
     if isinstance(data_and_attributes, Mapping):
-        chosen = {k: np.dtype(v) for k, v in data_and_attributes.items()}
+        chosen: dict[str, np.dtype] = {k: np.dtype(v) for k, v in data_and_attributes.items()}
     elif isinstance(data_and_attributes, Sequence) and not isinstance(data_and_attributes, str):
         chosen = {k: np.dtype(np.float32) for k in data_and_attributes}
     else:

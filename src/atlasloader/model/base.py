@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 from typing import Any, ClassVar
 
 from .. import constants as C
@@ -47,7 +46,9 @@ class SetupMixin:
 
     def __init__(self, adata: Any) -> None:
         self.adata = adata
-        self.adata_manager = self._get_most_recent_anndata_manager(adata, required=True)
+        manager = self._get_most_recent_anndata_manager(adata, required=True)
+        assert manager is not None  # required=True raises instead of returning None
+        self.adata_manager = manager
         self.summary_stats = self.adata_manager.summary_stats
 
     @classmethod
@@ -99,13 +100,9 @@ class SetupMixin:
 
     def view_anndata_setup(self, adata: Any = None, hide_state_registries: bool = False) -> None:
         """Print the registry of the data this model was set up with (or of ``adata``)."""
-        if adata is None:
-            manager = self.adata_manager
-        else:
+        manager: AnnDataManager | None = self.adata_manager
+        if adata is not None:
             manager = self._get_most_recent_anndata_manager(adata, required=True)
         assert manager is not None
         manager.view_registry(hide_state_registries=hide_state_registries)
 
-
-def setup_signature(method: Any) -> list[str]:
-    return [p for p in inspect.signature(method).parameters if p not in _EXCLUDED]

@@ -206,4 +206,4 @@ class LazyMatrix:
             return self.read_rows(start, stop)
         if isinstance(key, int | np.integer):
             return self.read_rows(int(key), int(key) + 1)
-        return self.read_row_list(np.arange(self._shape[0])[key])  # type: ignore[index]
+        return self.read_row_list(np.arange(self._shape[0])[key])  # type: ignore[call-overload]
