@@ -32,7 +32,9 @@ def __getattr__(name: str) -> Any:
     if name not in _LAZY:
         raise AttributeError(f"module 'atlasloader' has no attribute {name!r}")
     module = importlib.import_module(_LAZY[name], __name__)
-    value = module if module.__name__.endswith("." + name) else getattr(module, name)
+    # A subpackage (fields, data, ...) is itself the attribute; otherwise take the name
+    # from the module (convert lives in store/convert.py).
+    value = getattr(module, name, module)
     globals()[name] = value
     return value
 
