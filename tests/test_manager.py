@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import atlasloader
 from atlasloader import AnnDataManager, LazyAnnData
 from atlasloader.errors import (
     AtlasLoaderError,
@@ -68,7 +69,7 @@ def test_registry_keys_and_components(backing: Any) -> None:
     manager = registered(backing)
     assert list(manager.registry.keys()) == SEED_REGISTRY_KEYS
     assert str(manager.registry.keys()) == f"dict_keys({SEED_REGISTRY_KEYS})"
-    assert manager.registry["scvi_version"] == __import__("atlasloader").__version__
+    assert manager.registry["scvi_version"] == atlasloader.__version__
     assert manager.registry["model_name"] is None
     assert manager.registry["setup_args"] is None
     assert list(manager.registry["field_registries"]) == ["x", "batch"]

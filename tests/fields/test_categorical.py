@@ -17,6 +17,12 @@ from atlasloader.errors import CategoryTransferError, InvalidDataError
 from atlasloader.fields import CategoricalJointObsField, CategoricalObsField, LayerField
 from atlasloader.store.elements import write_elem
 
+pytestmark = pytest.mark.filterwarnings(
+    # the tests edit stores with anndata/zarr directly, as a user would
+    "ignore:zarr v3 autosharding:UserWarning",
+    "ignore:Consolidated metadata:UserWarning",
+)
+
 
 def user_view(adata: Any) -> ad.AnnData:
     return ad.read_zarr(adata.path) if isinstance(adata, LazyAnnData) else adata
@@ -123,22 +129,22 @@ def test_small_category_warns(
 def test_unused_categories_are_kept(
     seed_adata: ad.AnnData, backing_kind: str, to_backing: Callable[..., Any]
 ) -> None:
-    values = pd.Categorical(
-        np.where(np.arange(400) < 100, "c", "a"), categories=["c", "b", "a"]
-    )
+    values = pd.Categorical(np.where(np.arange(400) < 100, "c", "a"), categories=["c", "b", "a"])
     adata = to_backing(with_column(seed_adata, "grp", values), backing_kind)
     manager = AnnDataManager(fields=[CategoricalObsField("grp", "grp")])
     manager.register_fields(adata)
     state = manager.get_state_registry("grp")
     assert list(state.categorical_mapping) == ["c", "b", "a"]  # stored order, unused kept
     assert manager.summary_stats.n_grp == 3
-    np.testing.assert_array_equal(codes_of(adata, "_scvi_grp"), np.where(np.arange(400) < 100, 0, 2))
+    want = np.where(np.arange(400) < 100, 0, 2)
+    np.testing.assert_array_equal(codes_of(adata, "_scvi_grp"), want)
     user = user_view(adata)
     assert list(user.obs["grp"].cat.categories) == ["c", "b", "a"]  # the user's column as it was
 
 
-def test_plain_string_column_sorted(seed_adata: ad.AnnData, backing_kind: str,
-                                    to_backing: Callable[..., Any]) -> None:
+def test_plain_string_column_sorted(
+    seed_adata: ad.AnnData, backing_kind: str, to_backing: Callable[..., Any]
+) -> None:
     values = np.array(["zeta", "alpha", "mid", "alpha"] * 100, dtype=object)
     if backing_kind == "memory":
         adata = with_column(seed_adata, "s", values)
@@ -152,8 +158,9 @@ def test_plain_string_column_sorted(seed_adata: ad.AnnData, backing_kind: str,
     assert list(np.asarray(user_view(adata).obs["s"])) == list(values)
 
 
-def test_integer_categories(seed_adata: ad.AnnData, backing_kind: str,
-                            to_backing: Callable[..., Any]) -> None:
+def test_integer_categories(
+    seed_adata: ad.AnnData, backing_kind: str, to_backing: Callable[..., Any]
+) -> None:
     values = np.tile([12, 10, 11, 10], 100)
     adata = to_backing(with_column(seed_adata, "plate", values), backing_kind)
     state = CategoricalObsField("plate", "plate").register_field(adata)

@@ -243,7 +243,8 @@ def test_properties(case: Case) -> None:
     assert f.attr_name == case.attr_name
     assert f.attr_key == case.attr_key
     assert f.is_empty is False
-    assert isinstance(f.registry_key, str) and f.registry_key
+    assert isinstance(f.registry_key, str)
+    assert f.registry_key
     assert f.get_data_registry() == {"attr_name": case.attr_name, "attr_key": case.attr_key}
     assert f.registry_key in repr(f)
 
@@ -275,8 +276,9 @@ def test_empty_fields_register_nothing(
     assert not [k for k in written if k.startswith("_scvi_")]
 
 
-def test_validate_register_summary_table(case: Case, prepared: ad.AnnData, backing_kind: str,
-                                         to_backing: Callable[..., Any]) -> None:
+def test_validate_register_summary_table(
+    case: Case, prepared: ad.AnnData, backing_kind: str, to_backing: Callable[..., Any]
+) -> None:
     adata = to_backing(prepared, backing_kind)
     f, state = register(case, adata)
     assert isinstance(state, dict)
@@ -292,8 +294,9 @@ def test_validate_register_summary_table(case: Case, prepared: ad.AnnData, backi
 
 
 @pytest.mark.parametrize("missing_id", sorted(k for k, c in CASES.items() if c.missing))
-def test_missing_key_names_it(missing_id: str, prepared: ad.AnnData, backing_kind: str,
-                              to_backing: Callable[..., Any]) -> None:
+def test_missing_key_names_it(
+    missing_id: str, prepared: ad.AnnData, backing_kind: str, to_backing: Callable[..., Any]
+) -> None:
     case = CASES[missing_id]
     assert case.missing is not None
     adata = to_backing(prepared, backing_kind)
@@ -330,10 +333,15 @@ def test_same_state_and_data_on_both_backings(
             assert a.dtype == b.dtype, (a.dtype, b.dtype)
 
 
-def test_transfer(case: Case, prepared: ad.AnnData, seed_factory: Callable[..., ad.AnnData],
-                  backing_kind: str, to_backing: Callable[..., Any]) -> None:
+def test_transfer(
+    case: Case,
+    prepared: ad.AnnData,
+    seed_factory: Callable[..., ad.AnnData],
+    backing_kind: str,
+    to_backing: Callable[..., Any],
+) -> None:
     ref = to_backing(prepared, backing_kind, name="ref")
-    f, state = register(case, ref)
+    _, state = register(case, ref)
     query = to_backing(prepare(seed_factory(seed=3)), backing_kind, name="query")
     g = case.make()
     new_state = g.transfer_field(state, query)
@@ -350,8 +358,9 @@ def test_transfer(case: Case, prepared: ad.AnnData, seed_factory: Callable[..., 
         np.testing.assert_array_equal(mapping[codes], source.astype(object))
 
 
-def test_json_round_trip(case: Case, prepared: ad.AnnData, backing_kind: str,
-                         to_backing: Callable[..., Any]) -> None:
+def test_json_round_trip(
+    case: Case, prepared: ad.AnnData, backing_kind: str, to_backing: Callable[..., Any]
+) -> None:
     adata = to_backing(prepared, backing_kind)
     _, state = register(case, adata)
     text = json.dumps(to_jsonable(state))

@@ -34,6 +34,7 @@ def to_tensor(block: Any, dtype: np.dtype, sparse: bool, pin_memory: bool) -> An
                 torch.from_numpy(block.indices.astype(np.int64)),
                 torch.from_numpy(block.data.astype(dtype, copy=False)),
                 size=block.shape,
+                check_invariants=False,  # built from a valid scipy CSR; also silences a warning
             )
             return t
         arr = densify(block, dtype)

@@ -38,12 +38,21 @@ def _resolve_dtypes(manager: Any, data_and_attributes: Any) -> dict[str, np.dtyp
     elif isinstance(data_and_attributes, Sequence) and not isinstance(data_and_attributes, str):
         chosen = {k: np.dtype(np.float32) for k in data_and_attributes}
     else:
-        msg = f"data_and_attributes must be a dict of key->dtype or a list of keys, got {data_and_attributes!r}"
+        msg = (
+            "data_and_attributes must be a dict of key->dtype or a list of keys, "
+            f"got {data_and_attributes!r}"
+        )
         raise InvalidArgumentError(msg)
     unknown = [k for k in chosen if k not in keys]
     if unknown:
-        msg = f"data_and_attributes key(s) {unknown} are not in the data registry; registered keys: {keys}"
+        msg = (
+            f"data_and_attributes key(s) {unknown} are not in the data registry; "
+            f"registered keys: {keys}"
+        )
         raise MissingKeyError(msg)
+    if not chosen:
+        msg = f"data_and_attributes selects no keys; registered keys: {keys}"
+        raise InvalidArgumentError(msg)
     return chosen
 
 
@@ -57,7 +66,10 @@ def _resolve_indices(indices: Any, n_obs: int) -> np.ndarray:
             raise InvalidArgumentError(msg)
         return np.flatnonzero(arr).astype(np.int64)
     if arr.ndim != 1 or (arr.size and arr.dtype.kind not in "iu"):
-        msg = f"indices must be a 1-D array of integers or a boolean mask, got dtype {arr.dtype} shape {arr.shape}"
+        msg = (
+            "indices must be a 1-D array of integers or a boolean mask, "
+            f"got dtype {arr.dtype} shape {arr.shape}"
+        )
         raise InvalidArgumentError(msg)
     arr = arr.astype(np.int64)
     if arr.size and (arr.min() < 0 or arr.max() >= n_obs):
@@ -133,7 +145,11 @@ class AnnDataLoader:
         if getattr(adata_manager, "adata", None) is None:
             msg = "the AnnDataManager is not registered: call register_fields(adata) before loading"
             raise NotRegisteredError(msg)
-        if not isinstance(batch_size, int | np.integer) or batch_size <= 0:
+        if (
+            not isinstance(batch_size, int | np.integer)
+            or isinstance(batch_size, bool)
+            or batch_size <= 0
+        ):
             raise InvalidArgumentError(f"batch_size must be a positive integer, got {batch_size!r}")
         if prefetch < 1:
             raise InvalidArgumentError(f"prefetch must be >= 1, got {prefetch!r}")
@@ -162,7 +178,7 @@ class AnnDataLoader:
             self.indices = np.unique(self.indices)
         rank, world_size = _distributed(rank, world_size)
         chunk = self._store_row_chunk()
-        rows = rows_per_read or DEFAULT_ROWS_PER_READ
+        rows = DEFAULT_ROWS_PER_READ if rows_per_read is None else rows_per_read
         if rows <= 0:
             raise InvalidArgumentError(f"rows_per_read must be positive, got {rows!r}")
         if chunk and chunk % rows and rows < chunk:
@@ -171,7 +187,9 @@ class AnnDataLoader:
             self.indices,
             batch_size=self.batch_size,
             read_rows=rows,
-            reads_per_buffer=reads_per_buffer or DEFAULT_READS_PER_BUFFER,
+            reads_per_buffer=(
+                DEFAULT_READS_PER_BUFFER if reads_per_buffer is None else reads_per_buffer
+            ),
             shuffle=self.shuffle,
             drop_last=self.drop_last,
             seed=self.seed,
@@ -180,6 +198,7 @@ class AnnDataLoader:
         )
         self.epoch = 0
         self._advance_epoch = False
+        self._resume_pending = False
 
     def _store_row_chunk(self) -> int | None:
         for f in self.fetchers.values():
@@ -210,7 +229,10 @@ class AnnDataLoader:
         self.sampler.load_state_dict(state)
         self.epoch = self.sampler.epoch
         self.seed = self.sampler.seed
-        self._advance_epoch = False
+        # A checkpoint taken after the last batch of an epoch resumes where an uninterrupted
+        # loader would go on: with the next epoch, not by replaying the finished one.
+        self._advance_epoch = self.sampler.batches_yielded >= self.sampler.num_batches()
+        self._resume_pending = not self._advance_epoch
 
     # --- iteration -----------------------------------------------------------------------------
     def _read_buffer(self, runs: np.ndarray, order: np.ndarray) -> _Rows:
@@ -220,7 +242,11 @@ class AnnDataLoader:
         if self._advance_epoch:
             self.set_epoch(self.epoch + 1)
         n_batches = self.sampler.num_batches()
-        if self.sampler.batches_yielded >= n_batches:
+        resume, self._resume_pending = self._resume_pending, False
+        if self.sampler.batches_yielded >= n_batches or not resume:
+            # A new iterator starts the epoch from its first batch (as torch's DataLoader):
+            # an earlier iterator left unfinished (``next(iter(loader))``) consumes nothing.
+            # Only a state loaded with ``load_state_dict`` continues mid-epoch.
             self.sampler.load_state_dict(
                 {"epoch": self.epoch, "seed": self.seed, "batches_yielded": 0}
             )

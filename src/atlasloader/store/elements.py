@@ -13,8 +13,10 @@ import dask.array as da
 import numpy as np
 import pandas as pd
 import zarr
+from dask.array.core import getter as dask_getter
+from dask.base import tokenize
 
-from ..errors import InvalidDataError, MissingKeyError
+from ..errors import CorruptChunkError, InvalidDataError, MissingKeyError
 
 try:  # anndata >= 0.11
     from anndata.io import read_elem, write_elem
@@ -56,7 +58,23 @@ def _dask(arr: zarr.Array, rows: int = COLUMN_TASK_ROWS) -> da.Array:
     chunk = arr.chunks[0] if arr.chunks else arr.shape[0]
     step = max(chunk, (rows // max(chunk, 1)) * chunk) if chunk else rows
     chunks = (step,) + tuple(arr.shape[1:])
-    return da.from_zarr(arr, chunks=chunks)
+    name = "from-zarr-" + tokenize(arr, chunks)  # as da.from_zarr
+    return da.from_array(arr, chunks=chunks, name=name, getitem=_read_block)
+
+
+def _read_block(a: Any, b: Any, asarray: bool = True, lock: Any = None) -> Any:
+    """dask's getter, with undecodable chunks reported as the column they belong to."""
+    try:
+        return dask_getter(a, b, asarray=asarray, lock=lock)
+    except MemoryError:
+        raise
+    except Exception as e:  # codecs raise many unrelated types for a corrupt chunk
+        msg = (
+            f"cannot read {getattr(a, 'path', 'an array')!r} (rows {b}) of the store "
+            f"{getattr(a, 'store', '')}: {type(e).__name__}: {e}. The chunk is missing or "
+            "corrupt; re-create the store or restore that file"
+        )
+        raise CorruptChunkError(msg) from e
 
 
 def column_dask(group: zarr.Group, key: str, where: str = "obs") -> ColumnData:

@@ -151,7 +151,7 @@ def _v2_decoder(codec: Any) -> Decoder:
 
 def _bytes_codec_ok(spec: dict[str, Any], dtype: np.dtype) -> None:
     if spec.get("name") != "bytes":
-        raise _Unsupported(f"array-to-array codec {spec.get('name')!r} before the bytes codec")
+        raise _Unsupported(f"codec {spec.get('name')!r} where the bytes codec was expected")
     endian = (spec.get("configuration") or {}).get("endian")
     if endian != "little" and not (endian is None and dtype.itemsize == 1):
         raise _Unsupported(f"bytes codec with endian={endian!r}")
@@ -182,8 +182,8 @@ def _spec(obj: Any) -> dict[str, Any]:
     return dict(obj.to_dict())
 
 
-def _chunk_key_parts(array: zarr.Array, ndim: int, n_row_chunks: int) -> tuple[str, str]:
-    """Prefix and suffix around the row-chunk number in a chunk key, checked against zarr."""
+def _chunk_key_parts(array: zarr.Array, ndim: int, n_keys: int) -> tuple[str, str]:
+    """Prefix and suffix around the row-chunk (or shard) number in a key, checked against zarr."""
     meta: Any = array.metadata  # v2 and v3 metadata classes share no typed interface
     if meta.zarr_format == 3:
         enc = _spec(meta.chunk_key_encoding)
@@ -201,7 +201,7 @@ def _chunk_key_parts(array: zarr.Array, ndim: int, n_row_chunks: int) -> tuple[s
     suffix = (sep + "0") * (ndim - 1)
     # Compare with zarr's own encoder on the first and last chunk so an encoding we misread falls
     # back instead of reading the wrong files.
-    for i in {0, max(0, n_row_chunks - 1)}:
+    for i in {0, max(0, n_keys - 1)}:
         ours = prefix + str(i) + suffix
         theirs = meta.encode_chunk_key((i,) + (0,) * (ndim - 1))
         if ours != theirs:

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import zarr
 
-from ..errors import InvalidDataError
+from ..errors import CorruptChunkError, InvalidDataError
 from ..registry.codec import from_jsonable, to_jsonable
 from .elements import encoding_type, read_elem
 
@@ -77,38 +77,53 @@ def store_uuid(root: zarr.Group, create: bool) -> str | None:
 
 
 # --- fingerprints ----------------------------------------------------------------------------
-def _hash_array(arr: zarr.Array, h: Any) -> None:
+def _hash_array(arr: zarr.Array, h: Any, whole: bool = False) -> None:
     h.update(json.dumps([list(arr.shape), str(arr.dtype), list(arr.chunks)]).encode())
     n = int(arr.shape[0]) if arr.shape else 0
     if n == 0:
         return
+    c = int(arr.chunks[0])
     if int(np.prod(arr.shape)) <= _SMALL:
         sels = [slice(None)]
+    elif whole:
+        # Every value, a few whole chunks at a time (bounded memory).
+        step = c * max(1, _SMALL // max(1, c * int(np.prod(arr.shape[1:]))))
+        sels = [slice(i, min(n, i + step)) for i in range(0, n, step)]
     else:
-        c = int(arr.chunks[0])
         n_chunks = -(-n // c)
         picks = sorted({0, n_chunks // 2, n_chunks - 1})[:_SAMPLED_CHUNKS]
         sels = [slice(i * c, min(n, (i + 1) * c)) for i in picks]
     for sel in sels:
-        block = np.asarray(arr[sel])
+        try:
+            block = np.asarray(arr[sel])
+        except MemoryError:
+            raise
+        except Exception as e:  # codecs raise many unrelated types for a corrupt chunk
+            msg = (
+                f"cannot read {arr.path!r} (rows {sel.start or 0}:{sel.stop or n}) of the store "
+                f"{arr.store}: {type(e).__name__}: {e}. The chunk is missing or corrupt; "
+                "re-create the store or restore that file"
+            )
+            raise CorruptChunkError(msg) from e
         if block.dtype.kind in "OUT" or str(block.dtype).startswith("StringDType"):
             h.update("\x1f".join(map(str, block.ravel().tolist())).encode())
         else:
             h.update(np.ascontiguousarray(block).tobytes())
 
 
-def _hash_node(node: zarr.Array | zarr.Group, h: Any) -> None:
+def _hash_node(node: zarr.Array | zarr.Group, h: Any, whole: bool = False) -> None:
     h.update(encoding_type(node).encode())
     if isinstance(node, zarr.Array):
-        _hash_array(node, h)
+        _hash_array(node, h, whole)
         return
     h.update(json.dumps({k: v for k, v in node.attrs.items() if k != ATTR}, default=str).encode())
     for name in sorted(node.keys()):
-        _hash_node(node[name], h)
+        _hash_node(node[name], h, whole)
 
 
 def fingerprint(root: zarr.Group, attr_name: str, key: str | None) -> str:
-    """A cheap digest of a location: metadata plus sampled chunks (never all of ``X``)."""
+    """A digest of a location: metadata plus every value of obs columns, sampled chunks of
+    matrices (never all of ``X``)."""
     h = hashlib.sha1()
     if attr_name == "X":
         node = root["X"]
@@ -120,7 +135,10 @@ def fingerprint(root: zarr.Group, attr_name: str, key: str | None) -> str:
         return h.hexdigest()
     else:
         node = root[f"{attr_name}/{key}"]
-    _hash_node(node, h)
+    # Encodings depend on every value of an obs column: a relabelled cell in a chunk a sample
+    # misses must still make the persisted codes stale. Obs columns are read whole by encoding
+    # anyway; only matrices (whose values no persisted state depends on) are sampled.
+    _hash_node(node, h, whole=attr_name == "obs")
     return h.hexdigest()
 
 

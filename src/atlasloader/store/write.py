@@ -22,7 +22,10 @@ import zarr
 from ..errors import ReadOnlyStoreError, StoreError
 from .open import local_root, store_is_writable
 
-STAGING = "__atlasloader_staging__"
+# Inside ``obs``: anndata reads only the obs columns named in ``column-order``, whereas every
+# member of the root group (and of ``obsm``) is read, so staging there would make a store that
+# ``anndata.read_zarr`` cannot open while (or after a crash during) a registration.
+STAGING = "obs/__atlasloader_staging__"
 ARRAY_ATTRS = {"encoding-type": "array", "encoding-version": "0.2.0"}
 # Rows per stored chunk of an encoded column: small enough for random reads, big enough
 # that a 10^8-cell column is ~100 objects.
