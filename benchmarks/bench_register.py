@@ -49,8 +49,9 @@ def x_nbytes(path: Path) -> int:
 
 
 def run_step(path: Path) -> dict:
-    out = subprocess.run([sys.executable, "-c", STEP, str(path)], check=True,
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-c", STEP, str(path)], check=True, capture_output=True, text=True
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -77,16 +78,24 @@ def main() -> None:
             subprocess.run([sys.executable, "-c", gen_code, str(path)], check=True)
             gen = time.perf_counter() - t0
             first, second = run_step(path), run_step(path)
-            row = {"n_cells": n, "n_genes": args.genes, "x_gb": x_nbytes(path) / 1e9,
-                   "generate_s": gen, "first": first, "second": second}
+            row = {
+                "n_cells": n,
+                "n_genes": args.genes,
+                "x_gb": x_nbytes(path) / 1e9,
+                "generate_s": gen,
+                "first": first,
+                "second": second,
+            }
             rows.append(row)
-            print(f"{n:>12,} cells  X {row['x_gb']:.2f} GB  first {first['seconds']:.2f} s "
-                  f"(peak {first['peak_rss_mb']:.0f} MB)  second {second['seconds'] * 1000:.0f} ms "
-                  f"(peak {second['peak_rss_mb']:.0f} MB)", flush=True)
+            print(
+                f"{n:>12,} cells  X {row['x_gb']:.2f} GB  first {first['seconds']:.2f} s "
+                f"(peak {first['peak_rss_mb']:.0f} MB)  second {second['seconds'] * 1000:.0f} ms "
+                f"(peak {second['peak_rss_mb']:.0f} MB)",
+                flush=True,
+            )
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(rows, indent=1))
-
 
 
 if __name__ == "__main__":

@@ -33,8 +33,10 @@ def _small_store(path: Path, zarr_format: int = 3) -> Path:
     rng = np.random.default_rng(0)
     x = rng.poisson(1.0, size=(60, 12)).astype(np.float32)
     obs = pd.DataFrame(
-        {"batch": pd.Categorical(rng.choice(["b0", "b1"], 60)),
-         "labels": pd.Categorical(rng.choice(["t0", "t1", "t2"], 60))},
+        {
+            "batch": pd.Categorical(rng.choice(["b0", "b1"], 60)),
+            "labels": pd.Categorical(rng.choice(["t0", "t1", "t2"], 60)),
+        },
         index=[f"c{i}" for i in range(60)],
     )
     adata = ad.AnnData(x, obs=obs, var=pd.DataFrame(index=[f"g{j}" for j in range(12)]))
@@ -45,14 +47,19 @@ def _small_store(path: Path, zarr_format: int = 3) -> Path:
 
 
 def test_demo_trains_and_reports(tmp_path: Path, capsys, wide) -> None:
-    rc = main(["demo", "--cells", "3000", "--genes", "200", "--epochs", "1",
-               "--path", str(tmp_path)])
+    rc = main(
+        ["demo", "--cells", "3000", "--genes", "200", "--epochs", "1", "--path", str(tmp_path)]
+    )
     out = _plain(capsys.readouterr().out)
     assert rc == 0
     assert "generated 3,000 cells x 200 genes" in out
     assert "Setup via `SCVI.setup_anndata` with arguments:" in out
-    for title in ("Summary Statistics", "Data Registry", "batch State Registry",
-                  "labels State Registry"):
+    for title in (
+        "Summary Statistics",
+        "Data Registry",
+        "batch State Registry",
+        "labels State Registry",
+    ):
         assert title in out
     assert re.search(r"│\s+n_cells\s+│\s+3000\s+│", out)
     assert re.search(r"│\s+n_vars\s+│\s+200\s+│", out)

@@ -39,11 +39,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
         nnz = args.nnz if args.nnz is not None else max(1, min(200, args.genes // 2))
         t0 = time.perf_counter()
         make_atlas_store(
-            path, n_cells=args.cells, n_genes=args.genes, n_batches=args.batches,
-            nnz_per_cell=nnz, seed=args.seed,
+            path,
+            n_cells=args.cells,
+            n_genes=args.genes,
+            n_batches=args.batches,
+            nnz_per_cell=nnz,
+            seed=args.seed,
         )
-        rich.print(f"[bold]generated[/] {args.cells:,} cells x {args.genes:,} genes at {path} "
-                   f"in {time.perf_counter() - t0:.1f} s")
+        rich.print(
+            f"[bold]generated[/] {args.cells:,} cells x {args.genes:,} genes at {path} "
+            f"in {time.perf_counter() - t0:.1f} s"
+        )
         adata = read_lazy(path)
         t0 = time.perf_counter()
         SCVI.setup_anndata(adata, batch_key="batch", labels_key="labels")
@@ -53,8 +59,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
         t_rereg = time.perf_counter() - t0
         model = SCVI(adata)
         model.view_anndata_setup()
-        rich.print(f"registration: {t_reg:.2f} s; reopening and registering again: "
-                   f"{t_rereg * 1000:.0f} ms (persisted encodings reused)")
+        rich.print(
+            f"registration: {t_reg:.2f} s; reopening and registering again: "
+            f"{t_rereg * 1000:.0f} ms (persisted encodings reused)"
+        )
         # Import torch (seconds on a cold start) before the clock starts: cells/s measures
         # training, as in a script that has torch loaded already.
         import torch  # noqa: F401
@@ -65,8 +73,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
         for i, loss in enumerate(history):
             rich.print(f"\\[epoch {i + 1}] loss: {loss:.4f}")
         rate = args.cells * args.epochs / dt
-        rich.print(f"trained {args.epochs} epochs in {dt:.1f} s: [bold]{rate:,.0f} cells/s[/], "
-                   f"peak RSS {_peak_rss_gb():.2f} GB")
+        rich.print(
+            f"trained {args.epochs} epochs in {dt:.1f} s: [bold]{rate:,.0f} cells/s[/], "
+            f"peak RSS {_peak_rss_gb():.2f} GB"
+        )
     return 0
 
 
@@ -93,20 +103,32 @@ def cmd_view(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="atlasloader", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
-    d = sub.add_parser("demo", help=cmd_demo.__doc__, epilog="example:\n  " + EXAMPLES["demo"],
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    d = sub.add_parser(
+        "demo",
+        help=cmd_demo.__doc__,
+        epilog="example:\n  " + EXAMPLES["demo"],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     d.add_argument("--cells", type=int, default=100_000)
     d.add_argument("--genes", type=int, default=2_000)
     d.add_argument("--batches", type=int, default=10)
-    d.add_argument("--nnz", type=int, default=None,
-                   help="mean non-zeros per cell (default: 200, at most half of --genes)")
+    d.add_argument(
+        "--nnz",
+        type=int,
+        default=None,
+        help="mean non-zeros per cell (default: 200, at most half of --genes)",
+    )
     d.add_argument("--epochs", type=int, default=3)
     d.add_argument("--batch-size", type=int, default=512)
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--path", help="folder to keep the store in (default: a temp folder)")
     d.set_defaults(func=cmd_demo)
-    v = sub.add_parser("view", help=cmd_view.__doc__, epilog="example:\n  " + EXAMPLES["view"],
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    v = sub.add_parser(
+        "view",
+        help=cmd_view.__doc__,
+        epilog="example:\n  " + EXAMPLES["view"],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     v.add_argument("store")
     v.set_defaults(func=cmd_view)
     return p

@@ -231,5 +231,7 @@ class AnnDataManager:
         display.print_registry(self._registry, tables, hide_state_registries)
 
     def __repr__(self) -> str:
-        status = "unregistered" if self.adata is None else f"registered to {type(self.adata).__name__}"
+        status = (
+            "unregistered" if self.adata is None else f"registered to {type(self.adata).__name__}"
+        )
         return f"<AnnDataManager {len(self.fields)} fields, {status}>"

@@ -72,7 +72,10 @@ CORE_CASES = [
 
 
 def make_data(
-    n_obs: int = N_OBS, n_vars: int = N_VARS, fmt: str = "dense", dtype: str = "float32",
+    n_obs: int = N_OBS,
+    n_vars: int = N_VARS,
+    fmt: str = "dense",
+    dtype: str = "float32",
     seed: int = 0,
 ) -> ad.AnnData:
     """Counts with a random ``batch``, a ``site`` and a ``cell_id`` column equal to the row."""

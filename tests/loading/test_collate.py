@@ -66,9 +66,15 @@ def test_densify_of_a_row_slice_with_offset_indptr() -> None:
 
 @pytest.mark.parametrize(
     ("np_dtype", "torch_dtype"),
-    [(np.float32, torch.float32), (np.float64, torch.float64), (np.int64, torch.int64),
-     (np.int32, torch.int32), (np.int16, torch.int16), (np.uint8, torch.uint8),
-     (np.bool_, torch.bool)],
+    [
+        (np.float32, torch.float32),
+        (np.float64, torch.float64),
+        (np.int64, torch.int64),
+        (np.int32, torch.int32),
+        (np.int16, torch.int16),
+        (np.uint8, torch.uint8),
+        (np.bool_, torch.bool),
+    ],
 )
 def test_to_tensor_dense_dtypes(np_dtype: type, torch_dtype: torch.dtype) -> None:
     block = np.arange(12, dtype=np.int64).reshape(4, 3) % 5

@@ -97,8 +97,14 @@ def test_data_and_attributes_list_loads_float32(build, case: Case) -> None:
 @pytest.mark.parametrize("case", CORE_CASES, ids=core_ids)
 @pytest.mark.parametrize(
     ("batch_size", "drop_last", "expected"),
-    [(32, False, 13), (32, True, 12), (40, False, 10), (40, True, 10), (500, False, 1),
-     (500, True, 0)],
+    [
+        (32, False, 13),
+        (32, True, 12),
+        (40, False, 10),
+        (40, True, 10),
+        (500, False, 1),
+        (500, True, 0),
+    ],
 )
 def test_len_is_batches_per_epoch(
     build, case: Case, batch_size: int, drop_last: bool, expected: int
@@ -120,10 +126,13 @@ def test_seed_linear_regression_loop_runs(build) -> None:
     """The seed's toy training loop (labels regressed on X) on the data of both backings."""
     losses = {}
     for case in (Case("memory", "dense", "float32"), Case("zarr3", "csr", "float32")):
-        built = build(case, fields=[
-            LayerField("x", None, is_count_data=True),
-            CategoricalObsField("labels", "batch"),
-        ])
+        built = build(
+            case,
+            fields=[
+                LayerField("x", None, is_count_data=True),
+                CategoricalObsField("labels", "batch"),
+            ],
+        )
         torch.manual_seed(0)
         model = torch.nn.Linear(N_VARS, 1)
         loss_fn = torch.nn.MSELoss(reduction="sum")
@@ -187,8 +196,13 @@ def test_sparse_true_on_dense_x_stays_dense(build, case: Case) -> None:
 
 
 @pytest.mark.parametrize(
-    "case", [Case("memory", "csr", "float32"), Case("zarr3", "csr", "int32"),
-             Case("zarr2", "dense", "float32")], ids=lambda c: c.id,
+    "case",
+    [
+        Case("memory", "csr", "float32"),
+        Case("zarr3", "csr", "int32"),
+        Case("zarr2", "dense", "float32"),
+    ],
+    ids=lambda c: c.id,
 )
 def test_device_cpu_densifies_sparse_on_device(build, case: Case) -> None:
     built = build(case)
@@ -216,7 +230,11 @@ def test_pin_memory_without_cuda_is_harmless(build, case: Case) -> None:
 def test_device_cuda(build, sparse: bool) -> None:  # pragma: no cover - only on a GPU machine
     built = build(Case("zarr3", "csr", "float32"))
     adl = AnnDataLoader(
-        built.manager, batch_size=64, shuffle=True, sparse=sparse, pin_memory=True,
+        built.manager,
+        batch_size=64,
+        shuffle=True,
+        sparse=sparse,
+        pin_memory=True,
         device="cuda",
     )
     seen = []
@@ -353,8 +371,11 @@ def test_same_seed_same_order(build, case: Case) -> None:
 def test_same_order_on_every_backing(build) -> None:
     """The order depends on seed and chunking only, not on the backing or X's format."""
     orders = set()
-    for case in (Case("memory", "csr", "float32"), Case("zarr2", "csr", "int32"),
-                 Case("zarr3", "csr", "float32")):
+    for case in (
+        Case("memory", "csr", "float32"),
+        Case("zarr2", "csr", "int32"),
+        Case("zarr3", "csr", "float32"),
+    ):
         built = build(case)
         adl = AnnDataLoader(built.manager, batch_size=32, shuffle=True, seed=4)
         orders.add(tuple(epoch_ids(adl).tolist()))
@@ -494,8 +515,13 @@ def test_shards_of_indivisible_selection(build, case: Case, drop_last: bool) -> 
     shards = []
     for rank in range(world):
         adl = AnnDataLoader(
-            built.manager, batch_size=20, shuffle=True, seed=5, drop_last=drop_last,
-            rank=rank, world_size=world,
+            built.manager,
+            batch_size=20,
+            shuffle=True,
+            seed=5,
+            drop_last=drop_last,
+            rank=rank,
+            world_size=world,
         )
         ids = epoch_ids(adl)
         assert len(np.unique(ids)) == len(ids)
@@ -526,9 +552,13 @@ def test_batch_size_must_be_positive(small, bad: int) -> None:
 
 @pytest.mark.parametrize(
     ("kwargs", "name"),
-    [({"rows_per_read": 0}, "rows_per_read"), ({"rows_per_read": -2}, "rows_per_read"),
-     ({"reads_per_buffer": 0}, "reads_per_buffer"), ({"prefetch": 0}, "prefetch"),
-     ({"seed": -1}, "seed")],
+    [
+        ({"rows_per_read": 0}, "rows_per_read"),
+        ({"rows_per_read": -2}, "rows_per_read"),
+        ({"reads_per_buffer": 0}, "reads_per_buffer"),
+        ({"prefetch": 0}, "prefetch"),
+        ({"seed": -1}, "seed"),
+    ],
 )
 def test_tuning_arguments_are_checked(small, kwargs: dict, name: str) -> None:
     (value,) = kwargs.values()
@@ -633,7 +663,11 @@ def test_corrupt_chunk_in_prefetch_thread_raises_not_hangs(build, fmt: str) -> N
     built, _, _ = _store_with_bad_chunk(build, fmt, chunk=last)
     threads_before = threading.active_count()
     adl = AnnDataLoader(
-        built.manager, batch_size=8, shuffle=False, prefetch=4, num_threads=2,
+        built.manager,
+        batch_size=8,
+        shuffle=False,
+        prefetch=4,
+        num_threads=2,
         reads_per_buffer=2,
     )
     got = []

@@ -77,9 +77,14 @@ def test_view_anndata_setup_as_in_the_seed(on_backing, printed, kind: str) -> No
     assert "Setup via `SCVI.setup_anndata` with arguments:" in lines
     for key, value in SETUP_KWARGS.items():
         assert any(line.startswith(f"│   {key!r}: {value!r}") for line in text.splitlines()), key
-    for title in ("Summary Statistics", "Data Registry", "batch State Registry",
-                  "labels State Registry", "extra_categorical_covs State Registry",
-                  "extra_continuous_covs State Registry"):
+    for title in (
+        "Summary Statistics",
+        "Data Registry",
+        "batch State Registry",
+        "labels State Registry",
+        "extra_categorical_covs State Registry",
+        "extra_continuous_covs State Registry",
+    ):
         assert title in lines
     rows = table_rows(text)
     assert rows == SUMMARY_ROWS + DATA_REGISTRY_ROWS + STATE_ROWS
@@ -100,15 +105,24 @@ def test_registry_contents(on_backing, kind: str) -> None:
     model = setup(on_backing(seed_setup_adata(), kind))
     manager = model.adata_manager
     assert dict(model.summary_stats) == {
-        "n_cells": 400, "n_vars": 100, "n_batch": 2, "n_labels": 3,
-        "n_extra_categorical_covs": 1, "n_extra_continuous_covs": 1,
+        "n_cells": 400,
+        "n_vars": 100,
+        "n_batch": 2,
+        "n_labels": 3,
+        "n_extra_categorical_covs": 1,
+        "n_extra_continuous_covs": 1,
     }
     registry = manager.registry
     assert registry["model_name"] == "SCVI"
     assert registry["setup_args"] == SETUP_KWARGS
     dr = manager.data_registry
-    assert list(dr.keys()) == ["X", "batch", "labels", "extra_categorical_covs",
-                               "extra_continuous_covs"]
+    assert list(dr.keys()) == [
+        "X",
+        "batch",
+        "labels",
+        "extra_categorical_covs",
+        "extra_continuous_covs",
+    ]
     assert dr.X.attr_name == "layers"
     assert dr.X.attr_key == "raw_counts"
     assert dr.extra_categorical_covs.attr_name == "obsm"
@@ -130,8 +144,7 @@ def test_loaded_tensors_follow_the_registry(on_backing, kind: str) -> None:
     source = seed_setup_adata()
     model = setup(on_backing(source, kind))
     batch = next(iter(AnnDataLoader(model.adata_manager, batch_size=400, shuffle=False)))
-    assert set(batch) == {"X", "batch", "labels", "extra_categorical_covs",
-                          "extra_continuous_covs"}
+    assert set(batch) == {"X", "batch", "labels", "extra_categorical_covs", "extra_continuous_covs"}
     np.testing.assert_array_equal(batch["X"].numpy(), np.asarray(source.layers["raw_counts"]))
     np.testing.assert_array_equal(
         batch["batch"].numpy().ravel(), source.obs["batch"].cat.codes.to_numpy()
@@ -224,8 +237,13 @@ def test_reopened_store_finds_registration(
     assert dict(model.summary_stats) == dict(first.summary_stats)
     assert model.adata_manager.registry["setup_args"] == SETUP_KWARGS
     assert printed(model.view_anndata_setup) == before
-    batch = next(iter(AnnDataLoader(model.adata_manager, batch_size=10, data_and_attributes={
-        "batch": np.int64})))
+    batch = next(
+        iter(
+            AnnDataLoader(
+                model.adata_manager, batch_size=10, data_and_attributes={"batch": np.int64}
+            )
+        )
+    )
     assert batch["batch"].ravel().tolist() == [0] * 10
 
 
@@ -262,10 +280,12 @@ def test_seed_toy_linear_regression(on_backing, kind: str) -> None:
     except ImportError:  # pragma: no cover
         source = synthetic()[:, :n_genes].copy()
     adata = on_backing(source, kind)
-    manager = AnnDataManager(fields=[
-        LayerField(registry_key="x", layer=None, is_count_data=True),
-        CategoricalObsField(registry_key="labels", obs_key="labels"),
-    ])
+    manager = AnnDataManager(
+        fields=[
+            LayerField(registry_key="x", layer=None, is_count_data=True),
+            CategoricalObsField(registry_key="labels", obs_key="labels"),
+        ]
+    )
     manager.register_fields(adata)
 
     torch.manual_seed(0)

@@ -115,7 +115,9 @@ class BaseAnnDataField(ABC):
         return hashlib.sha1(payload.encode()).hexdigest()[:16]
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(registry_key={self.registry_key!r}, attr_key={self.attr_key!r})"
+        return (
+            f"{type(self).__name__}(registry_key={self.registry_key!r}, attr_key={self.attr_key!r})"
+        )
 
 
 def _plain(value: Any) -> Any:

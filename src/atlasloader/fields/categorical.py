@@ -42,7 +42,9 @@ class CategoricalObsField(BaseAnnDataField):
 
     def __init__(self, registry_key: str, obs_key: str | None) -> None:
         if not isinstance(registry_key, str) or not registry_key:
-            raise InvalidArgumentError(f"registry_key must be a non-empty string, got {registry_key!r}")
+            raise InvalidArgumentError(
+                f"registry_key must be a non-empty string, got {registry_key!r}"
+            )
         self._registry_key = registry_key
         self.is_default = obs_key is None
         self._original_attr_key = obs_key or registry_key
@@ -108,13 +110,18 @@ class CategoricalObsField(BaseAnnDataField):
             return self._default_state(adata)
         self.validate_field(adata)
         mapping = self._encode_into(adata, None)
-        return {self.CATEGORICAL_MAPPING_KEY: mapping, self.ORIGINAL_ATTR_KEY: self._original_attr_key}
+        return {
+            self.CATEGORICAL_MAPPING_KEY: mapping,
+            self.ORIGINAL_ATTR_KEY: self._original_attr_key,
+        }
 
     def extended_mapping(
         self, mapping: np.ndarray, adata_target: Any, extend_categories: bool
     ) -> np.ndarray:
         """The reference mapping with the target's new categories appended (or an error)."""
-        present = present_values(self.backing(adata_target), self.attr_name, self._original_attr_key)
+        present = present_values(
+            self.backing(adata_target), self.attr_name, self._original_attr_key
+        )
         missing = pd.Index(present).difference(pd.Index(mapping)).to_numpy()
         if len(missing) and not extend_categories:
             msg = (

@@ -92,8 +92,9 @@ class NumericalJointObsField(_JointObsField):
             assert isinstance(b, ZarrBacking)
             cols = [b.column(self.source_attr_name, k).values for k in self._attr_keys]
             dtype = np.result_type(*[c.dtype for c in cols], np.float32)
-            b.write_obsm(self.attr_key, da.stack([c.astype(dtype) for c in cols], axis=1),
-                         self._attr_keys)
+            b.write_obsm(
+                self.attr_key, da.stack([c.astype(dtype) for c in cols], axis=1), self._attr_keys
+            )
         return {self.COLUMNS_KEY: np.asarray(self._attr_keys, dtype=object)}
 
     def transfer_field(self, state_registry: dict, adata_target: Any, **kwargs: Any) -> dict:

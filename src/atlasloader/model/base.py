@@ -52,7 +52,7 @@ class SetupMixin:
         self.summary_stats = self.adata_manager.summary_stats
 
     @classmethod
-    def _get_setup_method_args(model_cls, **setup_locals: Any) -> dict:  # noqa: N805
+    def _get_setup_method_args(model_cls, **setup_locals: Any) -> dict:
         """``{"model_name": ..., "setup_args": {...}}`` from a setup method's ``locals()``.
 
         The first parameter is not called ``cls`` because ``locals()`` of a classmethod
@@ -105,4 +105,3 @@ class SetupMixin:
             manager = self._get_most_recent_anndata_manager(adata, required=True)
         assert manager is not None
         manager.view_registry(hide_state_registries=hide_state_registries)
-

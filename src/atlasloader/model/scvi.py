@@ -88,8 +88,12 @@ class SCVI(SetupMixin):
             self.module = self._build()
         opt = torch.optim.Adam(self.module.parameters(), lr=lr)
         loader = AnnDataLoader(
-            self.adata_manager, shuffle=True, batch_size=batch_size, seed=seed,
-            data_and_attributes=[REGISTRY_KEYS.X_KEY, REGISTRY_KEYS.BATCH_KEY], **loader_kwargs,
+            self.adata_manager,
+            shuffle=True,
+            batch_size=batch_size,
+            seed=seed,
+            data_and_attributes=[REGISTRY_KEYS.X_KEY, REGISTRY_KEYS.BATCH_KEY],
+            **loader_kwargs,
         )
         for epoch in range(max_epochs):
             loader.set_epoch(epoch)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 
-class attrdict(dict):  # noqa: N801 - name kept from scvi-tools
+class attrdict(dict):
     """Dictionary whose keys are also attributes; nested dicts are wrapped on access.
 
     Examples

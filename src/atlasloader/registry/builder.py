@@ -33,7 +33,9 @@ def build_field_registry(
 
 
 def _register(
-    field: BaseAnnDataField, adata: Any, source_state: Mapping[str, Any] | None,
+    field: BaseAnnDataField,
+    adata: Any,
+    source_state: Mapping[str, Any] | None,
     transfer_kwargs: dict[str, Any],
 ) -> dict:
     if source_state is not None:
@@ -42,7 +44,9 @@ def _register(
 
 
 def _register_persisted(
-    field: BaseAnnDataField, backing: ZarrBacking, source_state: Mapping[str, Any] | None,
+    field: BaseAnnDataField,
+    backing: ZarrBacking,
+    source_state: Mapping[str, Any] | None,
     transfer_kwargs: dict[str, Any],
 ) -> dict:
     root = backing.adata.group

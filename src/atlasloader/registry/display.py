@@ -25,7 +25,9 @@ def new_table(title: str, *columns: tuple[str, str]) -> rich.table.Table:
 
 
 def summary_stats_table(summary_stats: Mapping[str, Any]) -> rich.table.Table:
-    t = new_table("Summary Statistics", ("Summary Stat Key", "dodger_blue1"), ("Value", "dark_violet"))
+    t = new_table(
+        "Summary Statistics", ("Summary Stat Key", "dodger_blue1"), ("Value", "dark_violet")
+    )
     for key, value in summary_stats.items():
         t.add_row(key, str(value))
     return t

@@ -92,7 +92,7 @@ class Backing(ABC):
     @abstractmethod
     def write_obsm(self, key: str, values: Any, columns: list[str]) -> None: ...
 
-    def flush(self) -> None:
+    def flush(self) -> None:  # noqa: B027 - a no-op for backings that write immediately
         """Make every write of this registration durable and visible."""
 
 

@@ -57,7 +57,7 @@ def _dask(arr: zarr.Array, rows: int = COLUMN_TASK_ROWS) -> da.Array:
     # Align tasks to whole stored chunks so no chunk is decoded twice.
     chunk = arr.chunks[0] if arr.chunks else arr.shape[0]
     step = max(chunk, (rows // max(chunk, 1)) * chunk) if chunk else rows
-    chunks = (step,) + tuple(arr.shape[1:])
+    chunks = (step, *arr.shape[1:])
     name = "from-zarr-" + tokenize(arr, chunks)  # as da.from_zarr
     return da.from_array(arr, chunks=chunks, name=name, getitem=_read_block)
 
@@ -114,7 +114,9 @@ def column_to_pandas(col: ColumnData, index: pd.Index | None = None) -> pd.Serie
     """Materialise a column (used for small columns and for user-facing ``obs[key]``)."""
     values = col.values.compute()
     if col.categories is not None:
-        data: Any = pd.Categorical.from_codes(values, categories=col.categories, ordered=col.ordered)
+        data: Any = pd.Categorical.from_codes(
+            values, categories=col.categories, ordered=col.ordered
+        )
     elif col.mask is not None:
         mask = col.mask.compute()
         kind = "boolean" if values.dtype == bool else str(pd.array(values).dtype)

@@ -49,7 +49,9 @@ class LazyFrame(Mapping[str, pd.Series]):
     def column(self, key: str) -> ColumnData:
         """The column as lazily read dask arrays (codes + categories for categoricals)."""
         if key not in self:
-            msg = f"{key!r} not found in adata.{self._attr}; available columns: {list(self.columns)}"
+            msg = (
+                f"{key!r} not found in adata.{self._attr}; available columns: {list(self.columns)}"
+            )
             raise MissingKeyError(msg)
         return column_dask(self._group, key, self._attr)
 
@@ -197,7 +199,7 @@ class LazyAnnData:
         return {} if g is None else dict(read_elem(g))
 
     @property
-    def X(self) -> LazyMatrix | None:  # noqa: N802 - AnnData's name
+    def X(self) -> LazyMatrix | None:
         return LazyMatrix(self.group["X"], "adata.X") if "X" in self.group else None
 
     # --- lifecycle ----------------------------------------------------------------------------
@@ -251,7 +253,7 @@ def read_lazy(
     >>> adata = atlasloader.read_lazy("atlas.zarr")  # doctest: +SKIP
     >>> adata.obs["batch"][:5]  # doctest: +SKIP
     """
-    if mode == "r+" and "://" not in str(path) and os.path.exists(path):
-        if not os.access(path, os.W_OK):
-            mode = "r"
+    local = "://" not in str(path) and os.path.exists(path)
+    if mode == "r+" and local and not os.access(path, os.W_OK):
+        mode = "r"
     return LazyAnnData(path, mode=mode, storage_options=storage_options)

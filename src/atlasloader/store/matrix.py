@@ -7,8 +7,8 @@ underlying array, which is what both registration checks and the loader need.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 from functools import cached_property
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp

@@ -36,15 +36,21 @@ _SMALL = 1 << 20  # arrays up to 1 Mi elements are hashed whole
 def read_meta(root: zarr.Group) -> dict[str, Any]:
     meta = root.attrs.get(ATTR)
     if meta is None:
-        return {"encoding-type": ENCODING_TYPE, "encoding-version": ENCODING_VERSION,
-                "fields": {}, "registries": {}}
+        return {
+            "encoding-type": ENCODING_TYPE,
+            "encoding-version": ENCODING_VERSION,
+            "fields": {},
+            "registries": {},
+        }
     meta = dict(meta)
     if meta.get("encoding-type") != ENCODING_TYPE:
-        msg = f"store attribute {ATTR!r} was not written by atlasloader ({meta.get('encoding-type')!r})"
+        enc = meta.get("encoding-type")
+        msg = f"store attribute {ATTR!r} was not written by atlasloader ({enc!r})"
         raise InvalidDataError(msg)
     if meta.get("encoding-version") != ENCODING_VERSION:
         msg = (
-            f"the store's atlasloader metadata has encoding-version {meta.get('encoding-version')!r}; "
+            f"the store's atlasloader metadata has encoding-version "
+            f"{meta.get('encoding-version')!r}; "
             f"this atlasloader reads {ENCODING_VERSION!r}. Upgrade atlasloader, or register again"
         )
         raise InvalidDataError(msg)
@@ -167,7 +173,9 @@ def stamp_output(root: zarr.Group, attr_name: str, key: str | None) -> str:
 
 # --- field records ---------------------------------------------------------------------------
 def load_state(
-    root: zarr.Group, spec_id: str, inputs: list[tuple[str, str | None]],
+    root: zarr.Group,
+    spec_id: str,
+    inputs: list[tuple[str, str | None]],
     outputs: list[tuple[str, str | None]],
 ) -> dict | None:
     """The persisted state of a field if it is still valid for the store's current data."""
@@ -187,8 +195,12 @@ def load_state(
 
 
 def save_state(
-    root: zarr.Group, spec_id: str, registry_key: str, state: dict,
-    inputs: list[tuple[str, str | None]], outputs: list[tuple[str, str | None]],
+    root: zarr.Group,
+    spec_id: str,
+    registry_key: str,
+    state: dict,
+    inputs: list[tuple[str, str | None]],
+    outputs: list[tuple[str, str | None]],
 ) -> None:
     meta = read_meta(root)
     meta["fields"][spec_id] = {

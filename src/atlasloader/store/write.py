@@ -106,7 +106,11 @@ def write_array(
     staged = f"{STAGING}/{uuid.uuid4().hex}"
     try:
         arr = root.create_array(
-            staged, shape=values.shape, chunks=chunks, dtype=values.dtype, fill_value=0,
+            staged,
+            shape=values.shape,
+            chunks=chunks,
+            dtype=values.dtype,
+            fill_value=0,
             overwrite=True,
         )
     except Exception as e:
@@ -146,7 +150,9 @@ def write_obsm_array(
     root: zarr.Group, key: str, values: da.Array | np.ndarray, attrs: dict[str, Any]
 ) -> None:
     if "obsm" not in root:
-        root.create_group("obsm").attrs.update({"encoding-type": "dict", "encoding-version": "0.1.0"})
+        root.create_group("obsm").attrs.update(
+            {"encoding-type": "dict", "encoding-version": "0.1.0"}
+        )
     write_array(root, f"obsm/{key}", values, attrs)
 
 
