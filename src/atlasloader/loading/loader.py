@@ -87,7 +87,9 @@ class AnnDataLoader:
     adata_manager
         A registered :class:`~atlasloader.AnnDataManager` (in-memory AnnData or store).
     indices
-        Cells to load (integer positions or boolean mask), e.g. a train split.
+        Cells to load (integer positions or boolean mask), e.g. a train split. Integer
+        positions are sorted and de-duplicated (a set of cells, not a sequence): with
+        ``shuffle=False`` they are yielded in ascending order, each once per epoch.
     batch_size
         Cells per minibatch.
     shuffle
