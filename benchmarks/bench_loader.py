@@ -1,7 +1,8 @@
 """Shuffled-minibatch loaders side by side: atlasloader against annbatch, scDataset, scvi-tools.
 
 Generates (or reuses) a synthetic atlas (400,000 cells x 20,000 genes, 814 non-zeros per
-cell, 40 ``batch`` categories in contiguous sorted blocks) as an ``.h5ad``, converts it with
+cell, 40 ``batch`` categories in contiguous sorted blocks) as an uncompressed ``.h5ad`` (what
+``anndata.write_h5ad`` writes by default; the backed peers read it), converts it with
 ``atlasloader.convert`` (no pre-shuffling), pre-shuffles annbatch's own store (timed), then runs
 every loader in a fresh subprocess, alternating them (A B A B ...) and reporting medians:
 
@@ -17,9 +18,12 @@ Writes ``loader.json``, ``loader.md`` (ready for the README) and ``loader_tradeo
 ``--out`` and prints the table. atlasloader runs with this interpreter (``--python``), the
 peers with ``.venv-peers/bin/python`` (``--peers-python``)::
 
-    .venv/bin/python benchmarks/bench_loader.py                        # full run (~1 h)
-    .venv/bin/python benchmarks/bench_loader.py --cells 100000         # quicker
-    .venv/bin/python benchmarks/bench_loader.py --cells 50000 --repeats 1 --n-batches 100
+    .venv/bin/python benchmarks/bench_loader.py                        # the full run (~15 min)
+    .venv/bin/python benchmarks/bench_loader.py --cold                 # plus cold-cache runs
+    .venv/bin/python benchmarks/bench_loader.py --cells 50000 --repeats 1   # a smoke run
+
+Data are kept under ``--dir`` with a ``.ok.json`` marker recording how they were made, and
+reused by later runs with the same parameters.
 """
 
 from __future__ import annotations
@@ -55,12 +59,15 @@ SHORT = {
     "scvi-memory": "scvi-tools, in memory",
 }
 
+# Uncompressed, as anndata's write_h5ad writes by default: lzf-compressed 256-row chunks make the
+# backed random reads of scvi-tools and scDataset 5-40x slower (each batch decompresses most
+# chunks), which would handicap them.
 GEN_H5AD = """
 import json, sys, time
 from atlasloader.data import make_atlas_h5ad
 p = json.loads(sys.argv[2])
 t0 = time.perf_counter()
-make_atlas_h5ad(sys.argv[1], block_rows=65_536, **p)
+make_atlas_h5ad(sys.argv[1], block_rows=65_536, codec=None, **p)
 print(json.dumps({"seconds": time.perf_counter() - t0}))
 """
 
@@ -152,6 +159,7 @@ def prepare(args: argparse.Namespace, n_cells: int, with_annbatch: bool) -> Data
     data = Data(n_cells, d / f"{stem}.h5ad", d / f"{stem}.atlasloader.zarr")
     js = json.dumps(params)
     t = args.timeout
+    params = {**params, "h5ad_codec": None}  # the stores below are made from this h5ad
     data.made["h5ad"] = _made(
         data.h5ad, params, lambda: run_json([args.python, "-c", GEN_H5AD, str(data.h5ad), js], t)
     )
@@ -422,7 +430,7 @@ def plot(
     ax.set_title("Randomness against speed")
     ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3)
-    ax.legend(loc="upper left", fontsize=8)
+    ax.legend(loc="lower left", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -456,7 +464,10 @@ def markdown(
         "Time to first batch counts loader construction and the first batch; opening and "
         "registering the data (atlasloader, scvi-tools), reading obs (annbatch, scDataset) or "
         "loading it into memory are reported below as setup. Peak RSS is the process's `VmHWM` "
-        "(plus its DataLoader workers' for scDataset), setup included.",
+        "(plus its DataLoader workers' for scDataset), setup included. scvi-tools and scDataset "
+        "read an uncompressed `.h5ad` (anndata's default); scDataset's workers send CSR batches "
+        "that the main process densifies (faster here than densifying in the workers and "
+        "passing dense tensors through shared memory); peers densify with scipy's `toarray`.",
         "",
     ]
     setup = [(r.loader, r.settings.get("setup_s")) for r in main_rows]
@@ -596,6 +607,7 @@ def main(argv: list[str] | None = None) -> None:
         small = prepare(args, max(1, args.cells // args.small_factor), with_annbatch=False)
     if args.only_data:
         return
+    os.sync()  # fresh data still being written back to disk would slow the first runs down
 
     print("alternated runs (warm cache)", flush=True)
     specs = main_specs(args, big, small)

@@ -14,6 +14,7 @@ category comes from the ``obs`` frame annbatch yields with every batch.
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import sys
 from collections.abc import Iterator
@@ -52,7 +53,7 @@ def build(h5ad: str, dst: str, *, chunk_rows: int, seed: int) -> None:
             [h5ad], n_obs_per_chunk=chunk_rows, shuffle=True, rng=np.random.default_rng(seed)
         )
     peak = (bench.peak_rss_bytes() or 0) / 1e9
-    emit({"build_s": t.seconds, "build_peak_rss_gb": peak, "chunk_rows": chunk_rows})
+    print(json.dumps({"build_s": t.seconds, "build_peak_rss_gb": peak, "chunk_rows": chunk_rows}))
 
 
 class _Batches:

@@ -47,6 +47,18 @@ class H5adRows:
         return {"path": self.path, "codes": self.codes, "_adata": None, "_pid": -1}
 
 
+class DenseInMain:
+    """Re-iterable: densify the CSR batches the workers send, in this process."""
+
+    def __init__(self, loader: Any, densify: str) -> None:
+        self.loader = loader
+        self.densify = densify
+
+    def __iter__(self) -> Any:
+        for b in self.loader:
+            yield {"X": to_dense_tensor(b["X"], self.densify), "batch": b["batch"]}
+
+
 def fetch(rows: H5adRows, indices: np.ndarray) -> tuple[Any, np.ndarray]:
     """Read the sorted ``indices`` (scDataset sorts each fetch) and their codes."""
     return rows.x[indices], rows.codes[indices]
@@ -76,6 +88,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--fetch-factor", type=int, default=16)
     ap.add_argument("--num-workers", type=int, default=2)
     ap.add_argument("--prefetch-factor", type=int, default=None, help="DataLoader's (default 2)")
+    ap.add_argument(
+        "--densify-in",
+        choices=("main", "worker"),
+        default="main",
+        help="densify after receiving CSR batches (main) or in the workers, which then send "
+        "dense tensors through shared memory (slower here)",
+    )
     args = ap.parse_args(argv)
 
     import anndata  # noqa: F401  (imported before any timing)
@@ -89,9 +108,10 @@ def main(argv: list[str] | None = None) -> None:
     densify = args.densify
 
     def to_batch(b: tuple[Any, np.ndarray]) -> dict[str, Any]:
-        return {"X": to_dense_tensor(b[0], densify), "batch": torch.from_numpy(b[1])}
+        x = to_dense_tensor(b[0], densify) if args.densify_in == "worker" else b[0]
+        return {"X": x, "batch": torch.from_numpy(b[1])}
 
-    def factory() -> DataLoader:
+    def factory() -> Any:
         ds = scDataset(
             H5adRows(args.h5ad, codes),
             BlockShuffling(block_size=args.block_size),
@@ -103,7 +123,8 @@ def main(argv: list[str] | None = None) -> None:
             seed=args.seed,
         )
         extra = {} if args.prefetch_factor is None else {"prefetch_factor": args.prefetch_factor}
-        return DataLoader(ds, batch_size=None, num_workers=args.num_workers, **extra)
+        loader = DataLoader(ds, batch_size=None, num_workers=args.num_workers, **extra)
+        return loader if args.densify_in == "worker" else DenseInMain(loader, densify)
 
     name = args.name or (
         f"scDataset (h5ad, block {args.block_size}, fetch {args.fetch_factor}, "
@@ -126,6 +147,7 @@ def main(argv: list[str] | None = None) -> None:
         fetch_factor=args.fetch_factor,
         num_workers=args.num_workers,
         densify=densify,
+        densify_in=args.densify_in,
         setup_s=setup.seconds,
     )
 
