@@ -160,3 +160,25 @@ def test_console_script_help() -> None:
     assert "usage: atlasloader" in proc.stdout
     assert "demo" in proc.stdout
     assert "view" in proc.stdout
+
+
+def test_bench_prints_the_table(tmp_path, capsys) -> None:
+    from atlasloader.cli import main
+    from atlasloader.data import make_atlas_store
+
+    path = make_atlas_store(tmp_path / "b.zarr", n_cells=3000, n_genes=100, nnz_per_cell=20)
+    code = main(
+        ["bench", str(path), "--batch-size", "64", "--n-batches", "5", "--warmup-batches", "1"]
+    )
+    out = capsys.readouterr().out
+    assert code == 0
+    for header in ("cells/s", "time to 1st batch", "peak RSS", "entropy"):
+        assert header in out
+
+
+def test_bench_missing_store_fails_with_the_path(tmp_path, capsys) -> None:
+    from atlasloader.cli import main
+
+    missing = tmp_path / "nope.zarr"
+    assert main(["bench", str(missing)]) == 2
+    assert str(missing) in capsys.readouterr().err

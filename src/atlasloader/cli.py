@@ -14,6 +14,7 @@ from .errors import AtlasLoaderError
 EXAMPLES = {
     "demo": "atlasloader demo\n  atlasloader demo --cells 200000 --genes 2000 --epochs 3",
     "view": "atlasloader view atlas.zarr",
+    "bench": "atlasloader bench atlas.zarr --batch-size 512 --n-batches 300",
 }
 
 
@@ -100,6 +101,14 @@ def cmd_view(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    """Measure the shuffled loader on a store: cells/s, first batch, peak RSS, randomness."""
+    from .bench import main as bench_main
+
+    bench_main([args.store, *args.options])
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="atlasloader", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -131,6 +140,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     v.add_argument("store")
     v.set_defaults(func=cmd_view)
+    b = sub.add_parser(
+        "bench",
+        help=cmd_bench.__doc__,
+        epilog="example:\n  " + EXAMPLES["bench"],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    b.add_argument("store")
+    b.add_argument(
+        "options",
+        nargs=argparse.REMAINDER,
+        help="passed on: --batch-size, --sparse, --rows-per-read, --reads-per-buffer, "
+        "--batch-key, --n-batches, --warmup-batches, --seed, --json",
+    )
+    b.set_defaults(func=cmd_bench)
     return p
 
 
