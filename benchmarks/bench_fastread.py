@@ -74,7 +74,7 @@ def main() -> None:
     ap.add_argument("--nnz", type=int, default=814, help="non-zeros per row")
     ap.add_argument("--vars", type=int, default=20_000)
     ap.add_argument("--store", type=Path, default=None, help="reuse/keep the store here")
-    ap.add_argument("--batches", type=int, default=8, help="batches per method per round")
+    ap.add_argument("--batches", type=int, default=4, help="batches per method per round")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--lru", type=int, default=1024, help="LRU size (chunks) to simulate")
     ap.add_argument("--skip-zarr", action="store_true", help="time only ChunkReader")
@@ -96,7 +96,7 @@ def main() -> None:
     rows = indptr.size - 1
     readers = [ChunkReader(data), ChunkReader(indices)]
     assert all(r.fast for r in readers), [r.fallback_reason for r in readers]
-    batches = random_batches(rows, args.batches * args.rounds + 1)
+    batches = random_batches(rows, args.batches * args.rounds + 2)
     pool = ThreadPoolExecutor(2)
 
     def zarr_per_run(runs: np.ndarray) -> list[np.ndarray]:
@@ -137,31 +137,41 @@ def main() -> None:
             f.result()
         return outs
 
-    methods: dict[str, Callable[[np.ndarray], list[np.ndarray]]] = {
-        "zarr arr[lo:hi] per run": zarr_per_run,
-        "zarr get_orthogonal_selection": zarr_oindex,
-        "ChunkReader.read_many, 1 thread (main)": fast_1,
-        "ChunkReader.read_many, 1 thread (pool)": fast_1_worker,
-        "ChunkReader.read_many, 2 threads": fast_2,
+    Batch = list[np.ndarray]
+
+    def each(fn: Callable[[np.ndarray], Batch]) -> Callable[[list[np.ndarray]], list[Batch]]:
+        return lambda batch_list: [fn(runs) for runs in batch_list]
+
+    def fast_2_batches(batch_list: list[np.ndarray]) -> list[Batch]:
+        # What a loader with two prefetching workers does: each thread reads whole batches.
+        return [f.result() for f in [pool.submit(fast_1, runs) for runs in batch_list]]
+
+    methods: dict[str, Callable[[list[np.ndarray]], list[Batch]]] = {
+        "zarr arr[lo:hi] per run": each(zarr_per_run),
+        "zarr get_orthogonal_selection": each(zarr_oindex),
+        "ChunkReader.read_many, 1 thread (main)": each(fast_1),
+        "ChunkReader.read_many, 1 thread (pool)": each(fast_1_worker),
+        "ChunkReader.read_many, 2 threads split each batch": each(fast_2),
+        "ChunkReader.read_many, 2 threads a batch each": fast_2_batches,
     }
     if args.skip_zarr:
         methods = {k: v for k, v in methods.items() if not k.startswith("zarr")}
-    # Correctness and warm-up (page cache, shard indices) on the first batch.
-    ref = zarr_per_run(batches[0])
+    # Correctness and warm-up (page cache, shard indices) on the first batches.
+    warm = batches[:2]
+    ref = [zarr_per_run(runs) for runs in warm]
     for name, fn in methods.items():
-        got = fn(batches[0])
-        assert all(np.array_equal(g, e) for g, e in zip(got, ref)), name
+        for got, exp in zip(fn(warm), ref):
+            assert all(np.array_equal(g, e) for g, e in zip(got, exp)), name
     timings: dict[str, list[float]] = {name: [] for name in methods}
     # CPU time of the process per cell: unlike wall time, barely moved by other work on the
     # machine, and what a loader's other threads (densifying, training) compete for.
     cpu_us: dict[str, list[float]] = {name: [] for name in methods}
     for rnd in range(args.rounds):
-        chunk_of_batches = batches[1 + rnd * args.batches : 1 + (rnd + 1) * args.batches]
+        chunk_of_batches = batches[2 + rnd * args.batches : 2 + (rnd + 1) * args.batches]
         for name, fn in methods.items():
             cells = len(chunk_of_batches) * RUNS_PER_BATCH * RUN_ROWS
             t0, c0 = time.perf_counter(), time.process_time()
-            for runs in chunk_of_batches:
-                fn(runs)
+            fn(chunk_of_batches)
             dt, dc = time.perf_counter() - t0, time.process_time() - c0
             timings[name].append(cells / dt)
             cpu_us[name].append(dc / cells * 1e6)

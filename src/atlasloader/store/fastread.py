@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import math
 import os
+import struct
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,6 +57,9 @@ _DTYPE_KINDS = "biufc"
 # numcodecs compressors of Zarr v2 arrays that are plain bytes -> bytes transforms.
 _V2_COMPRESSORS = frozenset({"blosc", "zstd", "gzip", "zlib"})
 _ZSTD_MAGIC = 0xFD2FB528
+# Decoded and compressed sizes in a blosc header (bytes 4-7 and 12-15, little endian).
+_BLOSC_SIZES = struct.Struct("<4xI4xI")
+_blosc_decompress = numcodecs.blosc.decompress
 
 # A decoder maps encoded bytes to decoded bytes; ``expected`` is the decoded size when it is known
 # (only for the last decoder applied), so headers claiming another size are rejected before any
@@ -73,16 +77,18 @@ class _Unsupported(Exception):
 def _decode_blosc(buf: Any, expected: int | None) -> Any:
     # c-blosc's decompressor trusts the compressed size in the header (it is never told the
     # buffer's length), so a damaged header could make it read past the buffer: check it first.
-    mv = memoryview(buf).cast("B")
-    if len(mv) < 16:
-        raise ValueError(f"blosc buffer of {len(mv)} bytes is shorter than its 16-byte header")
-    nbytes = int.from_bytes(mv[4:8], "little")
-    cbytes = int.from_bytes(mv[12:16], "little")
-    if cbytes != len(mv):
-        raise ValueError(f"blosc header says {cbytes} compressed bytes, buffer has {len(mv)}")
+    if type(buf) is not bytes and type(buf) is not memoryview:
+        # Outputs of other decoders (arrays); bytes and our slices of them are flat already.
+        buf = memoryview(buf).cast("B")
+    size = len(buf)
+    if size < 16:
+        raise ValueError(f"blosc buffer of {size} bytes is shorter than its 16-byte header")
+    nbytes, cbytes = _BLOSC_SIZES.unpack_from(buf)
+    if cbytes != size:
+        raise ValueError(f"blosc header says {cbytes} compressed bytes, buffer has {size}")
     if expected is not None and nbytes != expected:
         raise ValueError(f"blosc header says {nbytes} decoded bytes, expected {expected}")
-    return numcodecs.blosc.decompress(mv)
+    return _blosc_decompress(buf)
 
 
 def _zstd_content_size(mv: memoryview) -> int | None:
@@ -170,7 +176,10 @@ class _Layout:
     chunk_rows: int  # rows per (inner) chunk
     chunk_shape: tuple[int, ...]  # decoded (inner) chunk shape, padded edges included
     chunk_nbytes: int
-    decoders: tuple[Decoder, ...]  # in decoding order
+    # Decoders in decoding order, each with the size of its output when known in advance (only
+    # for the last one, the decoded chunk).
+    decode_steps: tuple[tuple[Decoder, int | None], ...]
+
     shard_chunks: int  # inner chunks per shard file; 0 when the array is not sharded
     index_at_end: bool
     index_nbytes: int
@@ -276,14 +285,17 @@ def _layout(array: zarr.Array) -> _Layout:
     n_row_chunks = max(1, math.ceil(shape[0] / chunk_shape[0]))
     n_files = math.ceil(n_row_chunks / shard_chunks) if shard_chunks else n_row_chunks
     prefix, suffix = _chunk_key_parts(array, len(shape), n_files)
+    chunk_nbytes = math.prod(chunk_shape) * dtype.itemsize
     return _Layout(
         directory=directory,
         key_prefix=prefix,
         key_suffix=suffix,
         chunk_rows=chunk_shape[0],
         chunk_shape=chunk_shape,
-        chunk_nbytes=math.prod(chunk_shape) * dtype.itemsize,
-        decoders=tuple(decoders),
+        chunk_nbytes=chunk_nbytes,
+        decode_steps=tuple(
+            (d, chunk_nbytes if i == len(decoders) - 1 else None) for i, d in enumerate(decoders)
+        ),
         shard_chunks=shard_chunks,
         index_at_end=index_at_end,
         index_nbytes=index_nbytes,
@@ -479,38 +491,44 @@ class ChunkReader:
         trailing = tuple(slice(0, s) for s in self.shape[1:])
         padded = lay.chunk_shape[1:] != self.shape[1:]
 
-        for g, decoded in self._decoded_chunks(lay, uniq):
+        fill = self._fill
+
+        # Called once per chunk, in file order, right after it is decoded: only one decoded chunk
+        # is alive at a time, whatever the number of ranges.
+        def place(g: int, decoded: np.ndarray | None) -> None:
+            # Copy the pieces of chunk group g out of its decoded chunk (None: the fill value).
             if decoded is None:
                 for p in range(gs_list[g], ge_list[g]):
                     d = d_list[p]
-                    out[d : d + b_list[p] - a_list[p]] = self._fill
-                continue
+                    out[d : d + b_list[p] - a_list[p]] = fill
+                return
             if padded:
                 decoded = decoded[(slice(None), *trailing)]
             for p in range(gs_list[g], ge_list[g]):
-                d, a, b = d_list[p], a_list[p], b_list[p]
-                out[d : d + b - a] = decoded[a:b]
+                d, a = d_list[p], a_list[p]
+                out[d : d + b_list[p] - a] = decoded[a : b_list[p]]
 
-    def _decoded_chunks(
-        self, lay: _Layout, uniq: np.ndarray
-    ) -> Iterator[tuple[int, np.ndarray | None]]:
-        """Yield ``(position in uniq, decoded chunk or None for fill)`` for sorted chunk ids."""
         if lay.shard_chunks:
-            yield from self._decoded_shard_chunks(lay, uniq)
-            return
+            self._read_shards(lay, uniq, place)
+        else:
+            self._read_chunk_files(lay, uniq, place)
+
+    def _read_chunk_files(
+        self, lay: _Layout, uniq: np.ndarray, place: Callable[[int, np.ndarray | None], None]
+    ) -> None:
         for g, ci in enumerate(uniq.tolist()):
             path = os.path.join(lay.directory, f"{lay.key_prefix}{ci}{lay.key_suffix}")
             try:
                 with open(path, "rb", buffering=0) as f:
                     raw = f.readall()
             except FileNotFoundError:
-                yield g, None
+                place(g, None)  # never written: the fill value, as the spec says
                 continue
-            yield g, self._decode(lay, raw, path, ci)
+            place(g, self._decode(lay, raw, path, ci))
 
-    def _decoded_shard_chunks(
-        self, lay: _Layout, uniq: np.ndarray
-    ) -> Iterator[tuple[int, np.ndarray | None]]:
+    def _read_shards(
+        self, lay: _Layout, uniq: np.ndarray, place: Callable[[int, np.ndarray | None], None]
+    ) -> None:
         n = lay.shard_chunks
         shard = uniq // n
         inner = uniq - shard * n
@@ -524,19 +542,11 @@ class ChunkReader:
                 fd = os.open(path, os.O_RDONLY)
             except FileNotFoundError:
                 for g in range(s0, s1):
-                    yield g, None
+                    place(g, None)
                 continue
             try:
                 index = self._shard_index(lay, fd, path, si)
-                ids = inner[s0:s1]
-                off = index[ids, 0]
-                nb = index[ids, 1]
-                missing = (off == _MISSING) & (nb == _MISSING)
-                # A new pread span starts at a missing chunk, after a gap in chunk numbers or in
-                # file offsets, or when the span would grow past _MAX_SPAN_BYTES.
-                off_i = np.where(missing, 0, off).astype(np.int64)
-                nb_i = np.where(missing, 0, nb).astype(np.int64)
-                yield from self._read_spans(lay, fd, path, si, s0, ids, off_i, nb_i, missing)
+                self._read_spans(lay, fd, path, si, s0, inner[s0:s1], index, place)
             finally:
                 os.close(fd)
 
@@ -548,10 +558,16 @@ class ChunkReader:
         shard: int,
         g0: int,
         ids: np.ndarray,
-        off: np.ndarray,
-        nb: np.ndarray,
-        missing: np.ndarray,
-    ) -> Iterator[tuple[int, np.ndarray | None]]:
+        index: np.ndarray,
+        place: Callable[[int, np.ndarray | None], None],
+    ) -> None:
+        off = index[ids, 0]
+        nb = index[ids, 1]
+        missing = (off == _MISSING) & (nb == _MISSING)
+        off = np.where(missing, 0, off).astype(np.int64)
+        nb = np.where(missing, 0, nb).astype(np.int64)
+        # One pread per span of chunks adjacent both in number and in the file; a missing chunk
+        # is a span of its own.
         m = ids.size
         if m > 1:
             joins = (
@@ -564,9 +580,10 @@ class ChunkReader:
         span_ends = np.concatenate((breaks, [m])).tolist()
         off_l, nb_l, miss_l, ids_l = off.tolist(), nb.tolist(), missing.tolist(), ids.tolist()
         base_chunk = shard * lay.shard_chunks
+        decode = self._decode
         for a, b in zip(span_starts, span_ends):
             if miss_l[a]:
-                yield g0 + a, None
+                place(g0 + a, None)
                 continue
             j = a
             while j < b:
@@ -583,9 +600,9 @@ class ChunkReader:
                 mv = memoryview(raw)
                 pos = 0
                 for q in range(j, k):
-                    ci = base_chunk + ids_l[q]
-                    yield g0 + q, self._decode(lay, mv[pos : pos + nb_l[q]], path, ci)
-                    pos += nb_l[q]
+                    end = pos + nb_l[q]
+                    place(g0 + q, decode(lay, mv[pos:end], path, base_chunk + ids_l[q]))
+                    pos = end
                 j = k
 
     def _shard_index(self, lay: _Layout, fd: int, path: str, shard: int) -> np.ndarray:
@@ -620,18 +637,16 @@ class ChunkReader:
         return index
 
     def _decode(self, lay: _Layout, raw: Any, path: str, chunk_index: int) -> np.ndarray:
-        buf = raw
         try:
-            last = len(lay.decoders) - 1
-            for i, dec in enumerate(lay.decoders):
-                buf = dec(buf, lay.chunk_nbytes if i == last else None)
-            arr = np.frombuffer(buf, dtype=np.uint8)
-            if arr.size != lay.chunk_nbytes:
-                msg = f"decoded {arr.size} bytes, expected {lay.chunk_nbytes}"
-                raise ValueError(msg)
+            buf = raw
+            for dec, expected in lay.decode_steps:
+                buf = dec(buf, expected)
+            arr = np.frombuffer(buf, dtype=self.dtype)
+            if arr.nbytes != lay.chunk_nbytes:
+                raise ValueError(f"decoded {arr.nbytes} bytes, expected {lay.chunk_nbytes}")
         except Exception as exc:
             raise self._corrupt(path, chunk_index, str(exc)) from exc
-        return arr.view(self.dtype).reshape(lay.chunk_shape)
+        return arr.reshape(lay.chunk_shape) if len(lay.chunk_shape) > 1 else arr
 
     def _corrupt(self, path: str, chunk_index: int, reason: str) -> CorruptChunkError:
         # chunk_index counts chunks along the first axis (inner chunks for sharded arrays).
