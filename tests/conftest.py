@@ -120,18 +120,27 @@ def backing(seed_adata: ad.AnnData, backing_kind: str, to_backing: Callable[...,
 
 # --- registry tables -----------------------------------------------------------------------------
 @pytest.fixture
-def render(
+def printed(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> Callable[..., str]:
-    """``render(manager)``: what ``manager.view_registry()`` prints, as plain text."""
+) -> Callable[[Callable[[], Any]], str]:
+    """``printed(fn)``: what ``fn()`` prints (rich output, wide terminal, no colour codes)."""
     monkeypatch.setenv("COLUMNS", "200")
     monkeypatch.setenv("TERM", "dumb")
 
-    def run(manager: Any, **kwargs: Any) -> str:
+    def run(fn: Callable[[], Any]) -> str:
         capsys.readouterr()
-        manager.view_registry(**kwargs)
-        text = capsys.readouterr().out
-        return re.sub(r"\x1b\[[0-9;]*m", "", text)
+        fn()
+        return re.sub(r"\x1b\[[0-9;]*m", "", capsys.readouterr().out)
+
+    return run
+
+
+@pytest.fixture
+def render(printed: Callable[[Callable[[], Any]], str]) -> Callable[..., str]:
+    """``render(manager)``: what ``manager.view_registry()`` prints, as plain text."""
+
+    def run(manager: Any, **kwargs: Any) -> str:
+        return printed(lambda: manager.view_registry(**kwargs))
 
     return run
 

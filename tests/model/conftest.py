@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -65,30 +64,3 @@ def on_backing(tmp_path: Path) -> Callable[..., Any]:
         return atlasloader.read_lazy(path)
 
     return make
-
-
-@pytest.fixture
-def printed(
-    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> Callable[[Callable[[], Any]], str]:
-    """``printed(fn)``: what ``fn()`` prints (rich output, wide terminal, no colour codes)."""
-    monkeypatch.setenv("COLUMNS", "200")
-    monkeypatch.setenv("TERM", "dumb")
-
-    def run(fn: Callable[[], Any]) -> str:
-        capsys.readouterr()
-        fn()
-        return re.sub(r"\x1b\[[0-9;]*m", "", capsys.readouterr().out)
-
-    return run
-
-
-def table_rows(text: str) -> list[list[str]]:
-    """Cell texts of the header (``┃``) and body (``│``) rows of rich tables in ``text``."""
-    rows = []
-    for line in text.splitlines():
-        line = line.strip()
-        for sep in ("│", "┃"):
-            if line.startswith(sep) and line.endswith(sep):
-                rows.append([c.strip() for c in line[1:-1].split(sep)])
-    return rows

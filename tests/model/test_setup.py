@@ -16,7 +16,7 @@ from atlasloader.errors import AtlasLoaderError, NotRegisteredError
 from atlasloader.fields import CategoricalObsField, LayerField
 from atlasloader.model import SCVI, SetupMixin
 
-from .conftest import BACKINGS, seed_setup_adata, synthetic, table_rows, write_store
+from .conftest import BACKINGS, seed_setup_adata, synthetic, write_store
 
 SETUP_KWARGS = {
     "layer": "raw_counts",
@@ -67,7 +67,7 @@ def setup(adata) -> SCVI:
 
 
 @pytest.mark.parametrize("kind", BACKINGS)
-def test_view_anndata_setup_as_in_the_seed(on_backing, printed, kind: str) -> None:
+def test_view_anndata_setup_as_in_the_seed(on_backing, printed, rows_of, kind: str) -> None:
     adata = on_backing(seed_setup_adata(), kind)
     model = setup(adata)
     text = printed(model.view_anndata_setup)
@@ -86,7 +86,7 @@ def test_view_anndata_setup_as_in_the_seed(on_backing, printed, kind: str) -> No
         "extra_continuous_covs State Registry",
     ):
         assert title in lines
-    rows = table_rows(text)
+    rows = rows_of(text)
     assert rows == SUMMARY_ROWS + DATA_REGISTRY_ROWS + STATE_ROWS
 
 
@@ -132,11 +132,11 @@ def test_registry_contents(on_backing, kind: str) -> None:
 
 
 @pytest.mark.parametrize("kind", BACKINGS)
-def test_hide_state_registries(on_backing, printed, kind: str) -> None:
+def test_hide_state_registries(on_backing, printed, rows_of, kind: str) -> None:
     model = setup(on_backing(seed_setup_adata(), kind))
     text = printed(lambda: model.view_anndata_setup(hide_state_registries=True))
     assert "State Registry" not in text
-    assert table_rows(text) == SUMMARY_ROWS + DATA_REGISTRY_ROWS
+    assert rows_of(text) == SUMMARY_ROWS + DATA_REGISTRY_ROWS
 
 
 @pytest.mark.parametrize("kind", BACKINGS)
