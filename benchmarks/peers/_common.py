@@ -108,6 +108,32 @@ def emit(result: Any, **extra: Any) -> None:
     print(json.dumps(d, default=float), flush=True)
 
 
+def measure_and_emit(
+    bench: ModuleType,
+    factory: Any,
+    args: argparse.Namespace,
+    codes: np.ndarray,
+    name: str,
+    *,
+    reset_peak: bool = True,
+    **settings: Any,
+) -> None:
+    """Measure a peer loader with atlasloader's own harness and print its JSON line.
+
+    Every peer is timed by the same code (warm-up, batch count, entropy against ``codes``).
+    """
+    result = bench.measure_loader(
+        factory,
+        n_batches=args.n_batches,
+        warmup_batches=args.warmup_batches,
+        category_key="batch",
+        categories=codes,
+        name=name,
+        reset_peak=reset_peak,
+    )
+    emit(result, **settings)
+
+
 class Timer:
     """``with Timer() as t: ...`` then ``t.seconds``."""
 

@@ -26,8 +26,8 @@ from _common import (
     Timer,
     add_common_args,
     category_codes,
-    emit,
     load_bench,
+    measure_and_emit,
     quiet,
     to_dense_tensor,
 )
@@ -96,17 +96,13 @@ def load(args: Any) -> None:
     name = args.name or (
         f"annbatch (chunk {args.chunk_size}, preload {args.preload_nchunks}, pre-shuffled store)"
     )
-    result = bench.measure_loader(
+    measure_and_emit(
+        bench,
         factory,
-        n_batches=args.n_batches,
-        warmup_batches=args.warmup_batches,
-        category_key="batch",
-        categories=codes,
-        name=name,
+        args,
+        codes,
+        name,
         reset_peak=True,
-    )
-    emit(
-        result,
         peer="annbatch",
         path=args.collection,
         chunk_size=args.chunk_size,

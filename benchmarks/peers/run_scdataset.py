@@ -16,7 +16,15 @@ import sys
 from typing import Any
 
 import numpy as np
-from _common import Timer, category_codes, emit, load_bench, parser, quiet, to_dense_tensor
+from _common import (
+    Timer,
+    category_codes,
+    load_bench,
+    measure_and_emit,
+    parser,
+    quiet,
+    to_dense_tensor,
+)
 
 
 class H5adRows:
@@ -130,17 +138,13 @@ def main(argv: list[str] | None = None) -> None:
         f"scDataset (h5ad, block {args.block_size}, fetch {args.fetch_factor}, "
         f"{args.num_workers} workers)"
     )
-    result = bench.measure_loader(
+    measure_and_emit(
+        bench,
         factory,
-        n_batches=args.n_batches,
-        warmup_batches=args.warmup_batches,
-        category_key="batch",
-        categories=codes,
-        name=name,
+        args,
+        codes,
+        name,
         reset_peak=True,
-    )
-    emit(
-        result,
         peer="scdataset",
         path=args.h5ad,
         block_size=args.block_size,

@@ -16,7 +16,7 @@ import sys
 from typing import Any
 
 import numpy as np
-from _common import Timer, category_codes, emit, load_bench, parser, quiet
+from _common import Timer, category_codes, load_bench, measure_and_emit, parser, quiet
 
 
 def open_adata(path: str, in_memory: bool) -> Any:
@@ -72,17 +72,13 @@ def main(argv: list[str] | None = None) -> None:
 
     where = "in memory, one index dtype" if args.in_memory else "backed h5ad"
     name = args.name or f"scvi-tools AnnDataLoader ({where})"
-    result = bench.measure_loader(
+    measure_and_emit(
+        bench,
         factory,
-        n_batches=args.n_batches,
-        warmup_batches=args.warmup_batches,
-        category_key="batch",
-        categories=codes,
-        name=name,
+        args,
+        codes,
+        name,
         reset_peak=False,
-    )
-    emit(
-        result,
         peer="scvi",
         path=args.h5ad,
         in_memory=args.in_memory,
