@@ -169,6 +169,20 @@ def test_batches_hold_the_rows_of_their_cells(build, case: Case) -> None:
     assert n == N_OBS
 
 
+@pytest.mark.parametrize("case", ALL_CASES, ids=ids_of)
+def test_batches_kept_by_the_consumer_are_never_overwritten(build, case: Case) -> None:
+    # Output arrays are recycled once dropped; batches still held must keep their contents
+    # through two whole epochs of later batches.
+    built = build(case)
+    adl = AnnDataLoader(built.manager, batch_size=16, shuffle=True, seed=2)
+    kept = list(adl)
+    for _ in adl:
+        pass
+    for batch in kept:
+        ids = batch["cell_id"].numpy().ravel().astype(np.int64)
+        np.testing.assert_array_equal(batch["x"].numpy(), built.x[ids].astype(np.float32))
+
+
 @pytest.mark.parametrize("case", [c for c in ALL_CASES if c.fmt == "csr"], ids=lambda c: c.id)
 def test_sparse_true_yields_csr_tensors(build, case: Case) -> None:
     built = build(case)
