@@ -618,8 +618,8 @@ def test_bad_rank(small) -> None:
 
 
 def test_unknown_keyword_argument(small) -> None:
-    with pytest.raises(InvalidArgumentError, match="num_workers"):
-        AnnDataLoader(small.manager, num_workers=2)
+    with pytest.raises(InvalidArgumentError, match="workers"):
+        AnnDataLoader(small.manager, workers=2)
 
 
 def test_unregistered_manager(small) -> None:

@@ -9,21 +9,17 @@ yielded exactly once per epoch and memory is bounded by ``prefetch`` buffers.
 
 from __future__ import annotations
 
-import functools
 import os
-from collections import deque
-from collections.abc import Iterator, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from ..errors import InvalidArgumentError, MissingKeyError, NotRegisteredError
-from ..sampling import Batcher, ChunkShuffleSampler
-from .collate import collate, to_device
+from ..sampling import ChunkShuffleSampler
+from .collate import to_device
 from .fetch import RowFetcher, fetcher_for
-from .pool import ArrayPool, pool_for
-from .rows import RowSet
+from .pipeline import BatchPipeline
 
 DEFAULT_ROWS_PER_READ = 32
 # 256 reads of 32 rows per buffer (8192 rows) reach ~0.98 of a true shuffle's per-batch
@@ -118,6 +114,15 @@ class AnnDataLoader:
         Move tensors there; sparse tensors are densified on the device.
     rank, world_size
         Shard for distributed training; taken from ``torch.distributed`` when initialised.
+    num_threads
+        Reading and collating threads (per worker process when ``num_workers > 0``).
+    num_workers
+        Worker processes (as torch's ``DataLoader``): each reads and collates its own share
+        of the buffers, batches reach this process through shared memory. ``0`` (default)
+        reads in threads of this process, which is faster for most stores: decoding and
+        densifying release the GIL.
+    multiprocessing_context
+        Start method of the worker processes (``"fork"``, ``"spawn"``, ``"forkserver"``).
 
     Examples
     --------
@@ -146,6 +151,8 @@ class AnnDataLoader:
         device: Any = None,
         rank: int | None = None,
         world_size: int | None = None,
+        num_workers: int = 0,
+        multiprocessing_context: Any = None,
         **kwargs: Any,
     ) -> None:
         if getattr(adata_manager, "adata", None) is None:
@@ -171,7 +178,14 @@ class AnnDataLoader:
         self.pin_memory = bool(pin_memory)
         self.device = device
         self.prefetch = int(prefetch)
+        if num_threads is not None and num_threads < 1:
+            raise InvalidArgumentError(f"num_threads must be >= 1, got {num_threads!r}")
+        if not isinstance(num_workers, int | np.integer) or num_workers < 0:
+            raise InvalidArgumentError(f"num_workers must be an integer >= 0, got {num_workers!r}")
+        self._num_threads_arg = num_threads
         self.num_threads = num_threads or min(4, os.cpu_count() or 1)
+        self.num_workers = int(num_workers)
+        self.multiprocessing_context = multiprocessing_context
         self.dtypes = _resolve_dtypes(adata_manager, data_and_attributes)
         adata = adata_manager.adata
         dr = adata_manager.data_registry
@@ -224,7 +238,7 @@ class AnnDataLoader:
         self._advance_epoch = False
 
     def __len__(self) -> int:
-        return self.sampler.num_batches()
+        return self.sampler.num_batches(max(1, self.num_workers))
 
     def state_dict(self) -> dict[str, Any]:
         """Picklable position: resuming yields exactly the batches not yet yielded."""
@@ -237,18 +251,30 @@ class AnnDataLoader:
         self.seed = self.sampler.seed
         # A checkpoint taken after the last batch of an epoch resumes where an uninterrupted
         # loader would go on: with the next epoch, not by replaying the finished one.
-        self._advance_epoch = self.sampler.batches_yielded >= self.sampler.num_batches()
+        self._advance_epoch = self.sampler.batches_yielded >= len(self)
         self._resume_pending = not self._advance_epoch
 
     # --- iteration -----------------------------------------------------------------------------
-    def _read_buffer(self, runs: np.ndarray, order: np.ndarray) -> RowSet:
-        # Decoded in store order; the permutation is applied when batches are collated.
-        return RowSet([({key: f.read_runs(runs) for key, f in self.fetchers.items()}, order)])
+    def _pipeline(self, *, in_worker: bool) -> BatchPipeline:
+        threads = self.num_threads
+        if in_worker and self._num_threads_arg is None:
+            threads = max(1, threads // self.num_workers)
+        return BatchPipeline(
+            fetchers=self.fetchers,
+            dtypes=self.dtypes,
+            batch_size=self.batch_size,
+            drop_last=self.drop_last,
+            sparse=self.sparse,
+            # Workers' tensors are pinned by the DataLoader, in the main process.
+            pin_memory=self.pin_memory and not in_worker,
+            num_threads=threads,
+            prefetch=self.prefetch,
+        )
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         if self._advance_epoch:
             self.set_epoch(self.epoch + 1)
-        n_batches = self.sampler.num_batches()
+        n_batches = len(self)
         resume, self._resume_pending = self._resume_pending, False
         if self.sampler.batches_yielded >= n_batches or not resume:
             # A new iterator starts the epoch from its first batch (as torch's DataLoader):
@@ -257,52 +283,24 @@ class AnnDataLoader:
             self.sampler.load_state_dict(
                 {"epoch": self.epoch, "seed": self.seed, "batches_yielded": 0}
             )
-        batcher: Batcher[RowSet] = Batcher(self.batch_size, self.drop_last, concat=RowSet.concat)
-        buffers = self.sampler.sample()
-        depth = self.num_threads + 1  # batches collated ahead of the consumer
-        arrays = pool_for(depth)
-        with ThreadPoolExecutor(self.num_threads, thread_name_prefix="atlasloader") as pool:
-            rows = batcher.rebatch(_ahead(buffers, pool, self._read_buffer, self.prefetch))
-            # Collating (gathering, densifying) runs in the same threads, a few batches ahead,
-            # so the consumer only receives finished tensors.
-            collate_rows = functools.partial(self._collate_rows, arrays=arrays)
-            for batch in _ahead_map(rows, pool, collate_rows, depth):
-                # Counted before handing over: a checkpoint taken while the batch is in use
-                # must not replay it.
-                self.sampler.advance(1)
-                yield {k: to_device(t, self.device) for k, t in batch.items()}
+        if self.num_workers:
+            from .workers import worker_loader
+
+            batches: Iterable[dict[str, Any]] = worker_loader(
+                self._pipeline(in_worker=True),
+                self.sampler,
+                self.num_workers,
+                self.pin_memory,
+                self.multiprocessing_context,
+            )
+        else:
+            batches = self._pipeline(in_worker=False).run(self.sampler.sample())
+        for batch in batches:
+            # Counted before handing over: a checkpoint taken while the batch is in use
+            # must not replay it.
+            self.sampler.advance(1)
+            yield {k: to_device(t, self.device) for k, t in batch.items()}
         self._advance_epoch = True
-
-    def _collate_rows(self, rows: RowSet, arrays: ArrayPool | None = None) -> dict[str, Any]:
-        return {
-            key: collate(list(rows.blocks(key)), dtype, self.sparse, self.pin_memory, arrays)
-            for key, dtype in self.dtypes.items()
-        }
-
-
-def _ahead(items: Iterator[Any], pool: ThreadPoolExecutor, fn: Any, depth: int) -> Iterator[Any]:
-    """Read buffers in ``pool`` keeping ``depth`` reads in flight, in order."""
-    return _ahead_map(((b.runs, b.order) for b in items), pool, lambda a: fn(*a), depth)
-
-
-def _ahead_map(
-    items: Iterator[Any], pool: ThreadPoolExecutor, fn: Any, depth: int
-) -> Iterator[Any]:
-    """``map(fn, items)`` in ``pool`` with ``depth`` calls in flight, results in order.
-
-    An exception in a thread is re-raised here, in the consumer, when its result is due.
-    """
-    queue: deque[Future] = deque()
-    try:
-        for item in items:
-            queue.append(pool.submit(fn, item))
-            if len(queue) > depth:
-                yield queue.popleft().result()
-        while queue:
-            yield queue.popleft().result()
-    finally:
-        for fut in queue:
-            fut.cancel()
 
 
 def _distributed(rank: int | None, world_size: int | None) -> tuple[int, int]:
