@@ -9,7 +9,7 @@ every loader in a fresh subprocess, alternating them (A B A B ...) and reporting
 - atlasloader (dense float32 batches of 512), annbatch, scDataset, scvi-tools (backed and in
   memory) with the best settings of ``shared/PERF_NOTES.md``;
 - atlasloader with sparse output (no densifying), and on a store 10x smaller (memory flatness);
-- a sweep of atlasloader's ``rows_per_read`` (buffers kept at ~4096 rows) for the
+- a sweep of atlasloader's ``rows_per_read`` (buffers kept at ~8192 rows, as the defaults) for the
   randomness-versus-speed plot;
 - optionally, cold page cache runs (``--cold``, needs root and a writable
   ``/proc/sys/vm/drop_caches``).
@@ -575,7 +575,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         help="rows_per_read values for the trade-off plot",
     )
     ap.add_argument("--sweep-repeats", type=int, default=1)
-    ap.add_argument("--buffer-rows", type=int, default=4096, help="rows per buffer in the sweep")
+    ap.add_argument("--buffer-rows", type=int, default=8192, help="rows per buffer in the sweep")
     ap.add_argument("--cold", action="store_true", help="also run with the page cache dropped")
     ap.add_argument("--skip", nargs="*", default=[], choices=RUN_KEYS, help="runs to leave out")
     ap.add_argument("--python", default=sys.executable, help="interpreter with atlasloader")

@@ -28,6 +28,7 @@ class RowFetcher:
             self.memory: Any = None
             self.is_sparse = source.is_sparse
             self.n_cols = int(source.shape[1]) if source.ndim > 1 else 1
+            self.n_rows = int(source.shape[0])
             self.dtype = source.dtype
         else:
             self.lazy = None
@@ -43,6 +44,7 @@ class RowFetcher:
             self.memory = mem
             self.is_sparse = sp.issparse(mem)
             self.n_cols = int(mem.shape[1])
+            self.n_rows = int(mem.shape[0])
             self.dtype = mem.dtype
 
     @property

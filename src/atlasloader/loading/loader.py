@@ -18,7 +18,8 @@ import numpy as np
 from ..errors import InvalidArgumentError, MissingKeyError, NotRegisteredError
 from ..sampling import ChunkShuffleSampler
 from .collate import to_device
-from .fetch import RowFetcher, fetcher_for
+from .fetch import fetcher_for
+from .multi import check_compatible, concat_fetcher
 from .pipeline import BatchPipeline
 
 DEFAULT_ROWS_PER_READ = 32
@@ -85,7 +86,11 @@ class AnnDataLoader:
     Parameters
     ----------
     adata_manager
-        A registered :class:`~atlasloader.AnnDataManager` (in-memory AnnData or store).
+        A registered :class:`~atlasloader.AnnDataManager` (in-memory AnnData or store), or a
+        list of them with compatible registries, loaded as one dataset: cells numbered store
+        after store (``indices`` refer to that numbering). Register the later stores with
+        ``transfer_fields`` from the first (``extend_categories=True`` for new categories);
+        :attr:`adata_manager` is then the one holding every category.
     indices
         Cells to load (integer positions or boolean mask), e.g. a train split. Integer
         positions are sorted and de-duplicated (a set of cells, not a sequence): with
@@ -155,9 +160,14 @@ class AnnDataLoader:
         multiprocessing_context: Any = None,
         **kwargs: Any,
     ) -> None:
-        if getattr(adata_manager, "adata", None) is None:
+        managers = (
+            list(adata_manager) if isinstance(adata_manager, list | tuple) else [adata_manager]
+        )
+        if len(managers) == 1 and getattr(managers[0], "adata", None) is None:
             msg = "the AnnDataManager is not registered: call register_fields(adata) before loading"
             raise NotRegisteredError(msg)
+        # Several stores load as one dataset; the manager holding every category represents it.
+        widest = check_compatible(managers) if len(managers) != 1 else 0
         if (
             not isinstance(batch_size, int | np.integer)
             or isinstance(batch_size, bool)
@@ -169,7 +179,8 @@ class AnnDataLoader:
         if kwargs:
             msg = f"unknown AnnDataLoader argument(s) {sorted(kwargs)}"
             raise InvalidArgumentError(msg)
-        self.adata_manager = adata_manager
+        self.adata_managers = managers
+        self.adata_manager = managers[widest]
         self.batch_size = int(batch_size)
         self.shuffle = bool(shuffle)
         self.drop_last = bool(drop_last)
@@ -186,13 +197,18 @@ class AnnDataLoader:
         self.num_threads = num_threads or min(4, os.cpu_count() or 1)
         self.num_workers = int(num_workers)
         self.multiprocessing_context = multiprocessing_context
-        self.dtypes = _resolve_dtypes(adata_manager, data_and_attributes)
-        adata = adata_manager.adata
-        dr = adata_manager.data_registry
-        self.fetchers: dict[str, RowFetcher] = {
-            k: fetcher_for(adata, dr[k]["attr_name"], dr[k]["attr_key"]) for k in self.dtypes
+        self.dtypes = _resolve_dtypes(self.adata_manager, data_and_attributes)
+        dr = self.adata_manager.data_registry
+        self.fetchers: dict[str, Any] = {
+            k: concat_fetcher(
+                [fetcher_for(m.adata, dr[k]["attr_name"], dr[k]["attr_key"]) for m in managers],
+                f"registry key '{k}'",
+            )
+            for k in self.dtypes
         }
-        n_obs = int(adata.n_obs if hasattr(adata, "n_obs") else adata.shape[0])
+        n_obs = sum(
+            int(m.adata.n_obs if hasattr(m.adata, "n_obs") else m.adata.shape[0]) for m in managers
+        )
         self.indices = _resolve_indices(indices, n_obs)
         if self.indices.size and np.any(np.diff(self.indices) <= 0):
             self.indices = np.unique(self.indices)
