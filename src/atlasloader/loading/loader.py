@@ -1,10 +1,13 @@
 """``AnnDataLoader``: shuffled dict minibatches from an in-memory AnnData or a Zarr store.
 
-Each epoch the sampler deals *buffers*: a few dozen short runs of consecutive cells (aligned to
-the store's chunks) plus a permutation of the buffer's rows. A background thread pool reads
-buffers ahead of the consumer (Zarr decoding and the numpy densify release the GIL), rows are
-permuted and cut into batches with the remainder carried into the next buffer, so every cell is
-yielded exactly once per epoch and memory is bounded by ``prefetch`` buffers.
+Each epoch the sampler deals *buffers*: a few hundred short runs of consecutive cells (aligned
+to the store's chunks) plus a permutation of the buffer's rows. A :class:`~.pipeline.BatchPipeline`
+reads buffers ahead of the consumer in background threads (Zarr decoding and the numpy densify
+release the GIL), cuts the permuted rows into batches with the remainder carried into the next
+buffer, and gathers each batch's rows straight into its output tensor, so every cell is yielded
+exactly once per epoch and memory is bounded by ``prefetch`` buffers plus the batches in flight.
+With ``num_workers`` the same pipeline runs in DataLoader worker processes (:mod:`.workers`);
+a list of managers loads several stores as one dataset (:mod:`.multi`).
 """
 
 from __future__ import annotations
