@@ -159,3 +159,37 @@ def table_rows(text: str) -> list[list[str]]:
 @pytest.fixture
 def rows_of() -> Callable[[str], list[list[str]]]:
     return table_rows
+
+
+# --- dask.distributed ---------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def dask_cluster() -> Any:
+    """A real ``dask.distributed`` LocalCluster with two worker *processes* (one thread each).
+
+    Session-scoped: starting one costs seconds. Tests use it with ``distributed_client``.
+    """
+    from distributed import LocalCluster
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cluster = LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+            memory_limit="2GiB",
+            silence_logs="error",
+        )
+    try:
+        yield cluster
+    finally:
+        cluster.close()
+
+
+@pytest.fixture
+def distributed_client(dask_cluster: Any) -> Any:
+    """A Client on :func:`dask_cluster`, set as dask's default scheduler for the test."""
+    from distributed import Client
+
+    with Client(dask_cluster, set_as_default=True) as client:
+        yield client
