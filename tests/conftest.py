@@ -7,6 +7,7 @@ with ``write_zarr`` (Zarr format 2 and 3) and reopened with :func:`atlasloader.r
 from __future__ import annotations
 
 import hashlib
+import logging
 import pickle
 import re
 import shutil
@@ -178,7 +179,7 @@ def dask_cluster() -> Any:
             processes=True,
             dashboard_address=None,
             memory_limit="2GiB",
-            silence_logs="error",
+            silence_logs=logging.ERROR,
         )
     try:
         yield cluster
