@@ -3,14 +3,29 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import scipy.sparse as sp
 
 from .. import constants as C
-from ..errors import ShapeMismatchError
+from ..errors import InvalidArgumentError, InvalidDataError, MissingKeyError, ShapeMismatchError
 from .base import BaseAnnDataField
+
+
+def _positions_of(genes: list[str], var_names: np.ndarray, where: str) -> np.ndarray:
+    """Positions of ``genes`` (in their order) in ``var_names``; all must be there."""
+    pos = pd.Index(np.asarray(var_names).astype(str)).get_indexer(genes)
+    if (pos < 0).any():
+        missing = [g for g, p in zip(genes, pos) if p < 0]
+        msg = (
+            f"{len(missing)} gene(s) of the var_subset are not in {where}.var_names, e.g. "
+            f"{missing[:5]}; register with genes the data holds"
+        )
+        raise ShapeMismatchError(msg)
+    return pos.astype(np.int64)
 
 
 def is_nonnegative_integer(data: Any) -> bool:
@@ -35,17 +50,28 @@ class LayerField(BaseAnnDataField):
     is_count_data
         Warn (as scvi-tools) when a sample of the data holds negative or non-integer values.
         On stores only a few row blocks are read for this check.
+    var_subset
+        Register only some genes: the name of a boolean ``var`` column (e.g.
+        ``"highly_variable"``, written by :func:`atlasloader.preprocess.preprocess`) or a list
+        of gene names. The registry then holds the subset (``n_vars``, ``column_names`` and
+        their ``column_indices`` in the data) and the loader yields only those columns, read
+        from the full matrix: the store is not rewritten. A transferred query must contain
+        every gene of the subset (found by name, in any order).
 
     Examples
     --------
     >>> LayerField("X", layer=None, is_count_data=True)
     LayerField(registry_key='X', attr_key=None)
+    >>> LayerField("X", None, var_subset="highly_variable").var_subset
+    'highly_variable'
     """
 
     N_OBS_KEY = "n_obs"
     N_CELLS_KEY = "n_cells"
     N_VARS_KEY = "n_vars"
     COLUMN_NAMES_KEY = "column_names"
+    COLUMN_INDICES_KEY = "column_indices"
+    VAR_SUBSET_KEY = "var_subset"
 
     def __init__(
         self,
@@ -54,6 +80,7 @@ class LayerField(BaseAnnDataField):
         is_count_data: bool = True,
         correct_data_format: bool = True,
         check_fragment_counts: bool = False,
+        var_subset: str | Sequence[str] | None = None,
     ) -> None:
         self._registry_key = registry_key
         self._attr_name = C.ADATA_ATTRS.X if layer is None else C.ADATA_ATTRS.LAYERS
@@ -61,6 +88,11 @@ class LayerField(BaseAnnDataField):
         self.is_count_data = is_count_data
         self.correct_data_format = correct_data_format
         self.check_fragment_counts = check_fragment_counts
+        if var_subset is not None and not isinstance(var_subset, str):
+            var_subset = [str(g) for g in var_subset]
+            if not var_subset:
+                raise InvalidArgumentError("var_subset lists no genes: pass None for all genes")
+        self.var_subset = var_subset
         self.count_stat_key = (
             self.N_VARS_KEY if registry_key in (C.REGISTRY_KEYS.X_KEY, "x") else f"n_{registry_key}"
         )
@@ -100,13 +132,58 @@ class LayerField(BaseAnnDataField):
     def register_field(self, adata: Any) -> dict:
         self.validate_field(adata)
         b = self.backing(adata)
-        return {
+        state = {
             self.N_OBS_KEY: b.n_obs,
             self.N_VARS_KEY: b.n_vars,
             self.COLUMN_NAMES_KEY: b.var_names,
         }
+        if self.var_subset is not None:
+            cols = self._subset_positions(adata, b.var_names)
+            state |= self._subset_state(b.var_names, cols)
+        return state
+
+    def _subset_state(self, var_names: np.ndarray, cols: np.ndarray) -> dict:
+        return {
+            self.N_VARS_KEY: int(cols.size),
+            self.COLUMN_NAMES_KEY: np.asarray(var_names)[cols],
+            self.COLUMN_INDICES_KEY: cols.astype(np.int64),
+            self.VAR_SUBSET_KEY: self.var_subset if isinstance(self.var_subset, str) else None,
+        }
+
+    def _subset_positions(self, adata: Any, var_names: np.ndarray) -> np.ndarray:
+        subset = self.var_subset
+        if isinstance(subset, str):
+            if subset not in adata.var.columns:
+                msg = (
+                    f"var_subset column '{subset}' not found in adata.var; available columns: "
+                    f"{list(adata.var.columns)}. Run atlasloader.preprocess.preprocess(..., "
+                    "n_top_genes=...) to write 'highly_variable', or pass a list of genes"
+                )
+                raise MissingKeyError(msg)
+            values = np.asarray(adata.var[subset])
+            if values.dtype != bool:
+                msg = (
+                    f"var_subset column '{subset}' must be boolean (True for the genes to keep), "
+                    f"got dtype {values.dtype}"
+                )
+                raise InvalidDataError(msg)
+            cols = np.flatnonzero(values)
+            if cols.size == 0:
+                raise InvalidDataError(f"var_subset column '{subset}' selects no genes")
+            return cols
+        return _positions_of(list(subset or []), var_names, "adata")
 
     def transfer_field(self, state_registry: dict, adata_target: Any, **kwargs: Any) -> dict:
+        if self.COLUMN_INDICES_KEY in state_registry:
+            # The reference's genes, found by name in the query (which may hold more).
+            self.validate_field(adata_target)
+            b = self.backing(adata_target)
+            genes = [str(g) for g in state_registry[self.COLUMN_NAMES_KEY]]
+            cols = _positions_of(genes, b.var_names, "adata_target")
+            state: dict[str, Any] = {self.N_OBS_KEY: b.n_obs, self.N_VARS_KEY: b.n_vars}
+            state |= self._subset_state(b.var_names, cols)
+            state[self.VAR_SUBSET_KEY] = state_registry.get(self.VAR_SUBSET_KEY)
+            return state
         n_vars = state_registry[self.N_VARS_KEY]
         target_n_vars = self.backing(adata_target).n_vars
         if target_n_vars != n_vars:

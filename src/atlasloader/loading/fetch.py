@@ -96,3 +96,59 @@ def fetcher_for(adata: Any, attr_name: str, attr_key: str | None) -> RowFetcher:
         return RowFetcher(adata.X, where)
     value = getattr(adata, attr_name)[attr_key]
     return RowFetcher(value, where)
+
+
+class ColumnSubset:
+    """A store fetcher restricted to some columns (a registered ``var_subset``).
+
+    The full rows are read (the store is not rewritten) and the columns selected after
+    decoding: for CSR with a column map, keeping only the values of the chosen genes.
+    """
+
+    def __init__(self, fetcher: RowFetcher, cols: np.ndarray) -> None:
+        self.fetcher = fetcher
+        self.cols = np.asarray(cols, dtype=np.int64)
+        self.where = fetcher.where
+        self.lazy = fetcher.lazy
+        self.memory = None
+        self.is_sparse = fetcher.is_sparse
+        self.n_cols = int(self.cols.size)
+        self.n_rows = fetcher.n_rows
+        self.dtype = fetcher.dtype
+        self._remap = np.full(fetcher.n_cols, -1, dtype=np.int64)
+        self._remap[self.cols] = np.arange(self.cols.size)
+
+    @property
+    def on_disk(self) -> bool:
+        return self.fetcher.on_disk
+
+    def read_runs(self, runs: np.ndarray) -> Any:
+        return self._select(self.fetcher.read_runs(runs))
+
+    def read_rows(self, rows: np.ndarray) -> Any:
+        return self._select(self.fetcher.read_rows(rows))
+
+    def _select(self, block: Any) -> Any:
+        if not sp.issparse(block):
+            return np.asarray(block)[:, self.cols]
+        m = sp.csr_matrix(block)
+        lo, hi = int(m.indptr[0]), int(m.indptr[-1])
+        new = self._remap[m.indices[lo:hi]]
+        keep = new >= 0
+        kept = np.zeros(keep.size + 1, dtype=np.int64)
+        np.cumsum(keep, out=kept[1:])
+        indptr = kept[m.indptr - lo]
+        return sp.csr_matrix(
+            (m.data[lo:hi][keep], new[keep].astype(np.int32), indptr),
+            shape=(m.shape[0], self.n_cols),
+            copy=False,
+        )
+
+
+def subset_columns(fetcher: RowFetcher, cols: np.ndarray | None) -> Any:
+    """``fetcher`` restricted to ``cols`` (``None``: unchanged); in-memory data is cut once."""
+    if cols is None:
+        return fetcher
+    if not fetcher.on_disk:
+        return RowFetcher(fetcher.memory[:, np.asarray(cols, dtype=np.int64)], fetcher.where)
+    return ColumnSubset(fetcher, cols)

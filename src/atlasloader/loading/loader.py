@@ -21,7 +21,7 @@ import numpy as np
 from ..errors import InvalidArgumentError, MissingKeyError, NotRegisteredError
 from ..sampling import ChunkShuffleSampler
 from .collate import to_device
-from .fetch import fetcher_for
+from .fetch import fetcher_for, subset_columns
 from .multi import check_compatible, concat_fetcher
 from .pipeline import BatchPipeline
 
@@ -58,6 +58,14 @@ def _resolve_dtypes(manager: Any, data_and_attributes: Any) -> dict[str, np.dtyp
         msg = f"data_and_attributes selects no keys; registered keys: {keys}"
         raise InvalidArgumentError(msg)
     return chosen
+
+
+def _column_indices(manager: Any, key: str) -> np.ndarray | None:
+    """Columns a field registered a subset of (``LayerField(var_subset=...)``), else None."""
+    if key not in manager.registry["field_registries"]:
+        return None
+    cols = manager.get_state_registry(key).get("column_indices")
+    return None if cols is None else np.asarray(cols, dtype=np.int64)
 
 
 def _resolve_indices(indices: Any, n_obs: int) -> np.ndarray:
@@ -204,7 +212,13 @@ class AnnDataLoader:
         dr = self.adata_manager.data_registry
         self.fetchers: dict[str, Any] = {
             k: concat_fetcher(
-                [fetcher_for(m.adata, dr[k]["attr_name"], dr[k]["attr_key"]) for m in managers],
+                [
+                    subset_columns(
+                        fetcher_for(m.adata, dr[k]["attr_name"], dr[k]["attr_key"]),
+                        _column_indices(m, k),
+                    )
+                    for m in managers
+                ],
                 f"registry key '{k}'",
             )
             for k in self.dtypes
