@@ -22,6 +22,12 @@ core_ids = [c.id for c in CORE_CASES]
 FORK = "fork"
 
 
+def forked(manager: object, **kwargs: object) -> AnnDataLoader:
+    """A shuffled loader with worker processes started by fork (defaults: 2 workers)."""
+    opts: dict[str, object] = {"shuffle": True, "num_workers": 2, "multiprocessing_context": FORK}
+    return AnnDataLoader(manager, **(opts | kwargs))  # type: ignore[arg-type]
+
+
 def ids_per_batch(loader: AnnDataLoader) -> list[list[int]]:
     return [b["cell_id"].numpy().ravel().astype(int).tolist() for b in loader]
 
@@ -59,16 +65,7 @@ def test_workers_with_ranks_and_indices(build) -> None:
     subset = np.arange(0, N_OBS, 3)
     seen = []
     for rank in range(2):
-        adl = AnnDataLoader(
-            built.manager,
-            indices=subset,
-            batch_size=16,
-            shuffle=True,
-            rank=rank,
-            world_size=2,
-            num_workers=2,
-            multiprocessing_context=FORK,
-        )
+        adl = forked(built.manager, indices=subset, batch_size=16, rank=rank, world_size=2)
         seen.append(cell_ids(list(adl)))
     assert not set(seen[0]) & set(seen[1])
     np.testing.assert_array_equal(np.sort(np.concatenate(seen)), subset)
@@ -78,14 +75,7 @@ def test_workers_reshuffle_each_epoch_and_repeat_for_a_seed(build) -> None:
     built = build(Case("zarr2", "dense", "int32"))
 
     def loader() -> AnnDataLoader:
-        return AnnDataLoader(
-            built.manager,
-            batch_size=20,
-            shuffle=True,
-            seed=4,
-            num_workers=2,
-            multiprocessing_context=FORK,
-        )
+        return forked(built.manager, batch_size=20, seed=4)
 
     a = loader()
     first, second = ids_per_batch(a), ids_per_batch(a)
@@ -101,15 +91,7 @@ def test_workers_resume_mid_epoch_with_exactly_the_rest(build, k: int) -> None:
     built = build(Case("zarr3", "csr", "float32"))
 
     def loader() -> AnnDataLoader:
-        return AnnDataLoader(
-            built.manager,
-            batch_size=24,
-            shuffle=True,
-            seed=7,
-            num_workers=3,
-            multiprocessing_context=FORK,
-            reads_per_buffer=2,
-        )
+        return forked(built.manager, batch_size=24, seed=7, num_workers=3, reads_per_buffer=2)
 
     full = ids_per_batch(loader())
     interrupted = loader()
