@@ -323,3 +323,16 @@ def test_setup_warns_on_non_count_layer(on_backing) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         assert SCVI(store).summary_stats["n_vars"] == 100
+
+
+def test_setup_with_a_var_subset_trains_on_those_genes(tmp_path: Path) -> None:
+    a = synthetic()
+    a.var["highly_variable"] = np.arange(a.n_vars) % 4 == 0
+    store = atlasloader.read_lazy(write_store(a, tmp_path / "hvg.zarr", zarr_format=3))
+    SCVI.setup_anndata(store, batch_key="batch", var_subset="highly_variable")
+    model = SCVI(store)
+    assert model.summary_stats["n_vars"] == 25
+    assert model.adata_manager.registry["setup_args"]["var_subset"] == "highly_variable"
+    history = model.train(max_epochs=1, batch_size=128)
+    assert len(history) == 1
+    assert math.isfinite(history[0])

@@ -47,12 +47,19 @@ class SCVI(SetupMixin):
         size_factor_key: str | None = None,
         categorical_covariate_keys: list[str] | None = None,
         continuous_covariate_keys: list[str] | None = None,
+        var_subset: str | list[str] | None = None,
         **kwargs: Any,
     ) -> None:
-        """Register ``adata`` (in memory or a store from ``read_lazy``) for this model."""
+        """Register ``adata`` (in memory or a store from ``read_lazy``) for this model.
+
+        ``var_subset`` (an atlasloader addition) trains on some genes only: a boolean ``var``
+        column such as ``"highly_variable"`` or a list of genes (see ``LayerField``).
+        """
         setup_method_args = cls._get_setup_method_args(**locals())
+        if var_subset is None:  # the seed's setup args exactly, unless the addition is used
+            setup_method_args["setup_args"].pop("var_subset")
         anndata_fields = [
-            LayerField(REGISTRY_KEYS.X_KEY, layer, is_count_data=True),
+            LayerField(REGISTRY_KEYS.X_KEY, layer, is_count_data=True, var_subset=var_subset),
             CategoricalObsField(REGISTRY_KEYS.BATCH_KEY, batch_key),
             CategoricalObsField(REGISTRY_KEYS.LABELS_KEY, labels_key),
             NumericalObsField(REGISTRY_KEYS.SIZE_FACTOR_KEY, size_factor_key, required=False),
