@@ -1,18 +1,18 @@
-"""Write matrices streamed from a :class:`~._convert_source.SourceMatrix` into the read layout.
+"""The read layout of converted matrices: chunk and shard sizes, array creation, shard writes.
 
 The layout is the one the loader reads fastest: Zarr format 3, small row chunks (a random read
 of ``chunk_rows`` rows touches one or two chunks) grouped into shards of a few MB so the store
-has few files. Rows are read ``read_rows`` at a time and written only as whole shards (with
-:class:`~atlasloader.data._writers.AlignedAppender`), so no chunk is read back and rewritten
-and memory stays bounded by a few blocks.
+has few files. The driver creates the arrays (metadata only); copying tasks then each write
+whole shards with :func:`write_shards`, so no shard is written by two tasks and no chunk is
+ever read back and rewritten.
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import os
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -20,9 +20,8 @@ from typing import Any
 import numpy as np
 
 from ..data._writers import ARRAY_ATTRS, INDPTR_CHUNK, create_zarr_array
-from ..errors import CorruptChunkError
-from ._convert_shards import ShardAppender, ShardWriter
-from ._convert_source import SourceMatrix
+from ..errors import StoreError
+from ._convert_shards import ShardWriter
 
 CSR_ATTRS = {"encoding-type": "csr_matrix", "encoding-version": "0.1.0"}
 DEFAULT_CHUNK_ROWS = 16  # rows the loader reads per random access
@@ -31,7 +30,6 @@ MAX_SHARD_ROWS = 65_536  # keeps the shard index (16 bytes per chunk) small
 BLOCK_BYTES = 64 << 20  # cap on bytes read per block, whatever block_rows says
 MIN_CHUNK_ELEMS = 64  # very sparse rows: avoid chunks of a handful of values
 INDPTR_SHARD_CHUNKS = 16  # indptr shards of 2**20 pointers (8 MB)
-_WRITERS = 3  # one write in flight per stored array (data, indices, indptr)
 
 
 @dataclass(frozen=True)
@@ -63,16 +61,21 @@ def _round_up(value: int, unit: int) -> int:
     return -(-value // unit) * unit
 
 
-def plan_matrix(src: SourceMatrix, opts: Options) -> Plan:
-    """Chunk, shard and block sizes for ``src`` (see :func:`atlasloader.convert`)."""
-    n = max(1, src.n_rows)
-    itemsize = src.dtype.itemsize
-    if src.format == "csr":
-        mean_nnz = src.nnz / n
+def plan_matrix(
+    format: str, shape: tuple[int, ...], dtype: np.dtype, nnz: int, opts: Options
+) -> Plan:
+    """Chunk, shard and block sizes of an output matrix (see :func:`atlasloader.convert`).
+
+    ``nnz`` is the number of stored values (for dense: the size).
+    """
+    n = max(1, shape[0])
+    itemsize = dtype.itemsize
+    if format == "csr":
+        mean_nnz = nnz / n
         value_bytes = mean_nnz * itemsize  # per row, in the data array
         read_bytes = mean_nnz * (itemsize + 8) + 8  # data, indices (maybe int64), indptr
     else:
-        row_elems = int(np.prod(src.shape[1:], dtype=np.int64))
+        row_elems = int(np.prod(shape[1:], dtype=np.int64))
         value_bytes = read_bytes = max(1, row_elems) * itemsize
     chunk_rows = opts.chunk_rows
     read_rows = max(1, min(opts.block_rows, int(BLOCK_BYTES // max(1.0, read_bytes))))
@@ -85,11 +88,11 @@ def plan_matrix(src: SourceMatrix, opts: Options) -> Plan:
     else:
         shard_rows = _round_up(opts.shard_rows, chunk_rows)
     shard_rows = min(shard_rows, _round_up(n, chunk_rows))  # no shard larger than the array
-    if src.format == "dense":
+    if format == "dense":
         return Plan(chunk_rows, shard_rows, read_rows, chunk_rows, shard_rows)
-    chunk_elems = max(MIN_CHUNK_ELEMS, round(chunk_rows * src.nnz / n))
+    chunk_elems = max(MIN_CHUNK_ELEMS, round(chunk_rows * nnz / n))
     shard_elems = chunk_elems * (shard_rows // chunk_rows)
-    shard_elems = max(chunk_elems, min(shard_elems, _round_up(max(1, src.nnz), chunk_elems)))
+    shard_elems = max(chunk_elems, min(shard_elems, _round_up(max(1, nnz), chunk_elems)))
     return Plan(chunk_rows, shard_rows, read_rows, chunk_elems, shard_elems)
 
 
@@ -99,40 +102,6 @@ def _indptr_layout(n_ptr: int) -> tuple[int, int | None]:
         return INDPTR_CHUNK, None
     chunks = min(INDPTR_SHARD_CHUNKS, -(-n_ptr // INDPTR_CHUNK))
     return INDPTR_CHUNK, INDPTR_CHUNK * chunks
-
-
-def write_matrix(
-    parent: Any,
-    name: str,
-    src: SourceMatrix,
-    opts: Options,
-    advance: Callable[[int], None] | None = None,
-) -> Plan:
-    """Stream ``src`` into ``parent[name]`` (a CSR group or a dense array); return its plan.
-
-    Parameters
-    ----------
-    parent
-        Destination Zarr v3 group.
-    name
-        Name of the new element in ``parent``.
-    src
-        The matrix to copy.
-    opts
-        Conversion settings.
-    advance
-        Called with the number of rows after each block (progress display).
-    """
-    plan = plan_matrix(src, opts)
-    # The pool's exit waits for writes still in flight, so after an error nothing writes into
-    # a directory the caller is about to delete.
-    with ThreadPoolExecutor(_WRITERS, thread_name_prefix="atlasloader-convert") as pool:
-        if src.format == "csr":
-            _write_csr(parent, name, src, opts, plan, pool, advance)
-        else:
-            _write_dense(parent, name, src, opts, plan, pool, advance)
-    release_memory()
-    return plan
 
 
 @cache
@@ -155,82 +124,65 @@ def release_memory() -> None:
         trim(0)
 
 
-def _blocks(n: int, rows: int) -> list[tuple[int, int]]:
-    return [(s, min(n, s + rows)) for s in range(0, n, rows)]
+def index_dtype(n_cols: int) -> np.dtype:
+    """CSR column indices: int32 unless there are 2**31 columns or more."""
+    return np.dtype(np.int32 if n_cols < 2**31 else np.int64)
 
 
-def _write_dense(
-    parent: Any,
-    name: str,
-    src: SourceMatrix,
-    opts: Options,
-    plan: Plan,
-    pool: ThreadPoolExecutor,
-    advance: Callable[[int], None] | None,
-) -> None:
-    rest = src.shape[1:]
-    arr = create_zarr_array(
-        parent, name, shape=src.shape, dtype=src.dtype, chunks=(plan.chunk_rows, *rest),
-        shards=(plan.shard_rows, *rest), codec=opts.codec, zarr_format=3,
-    )  # fmt: skip
-    arr.attrs.update(ARRAY_ATTRS)
-    out = ShardAppender(ShardWriter(arr), plan.shard_rows, pool)
-    for start, stop in _blocks(src.n_rows, plan.read_rows):
-        out.append(src.read_dense(start, stop).astype(src.dtype, copy=False))
-        if advance is not None:
-            advance(stop - start)
-    out.close()
-
-
-def _write_csr(
-    parent: Any,
-    name: str,
-    src: SourceMatrix,
-    opts: Options,
-    plan: Plan,
-    pool: ThreadPoolExecutor,
-    advance: Callable[[int], None] | None,
-) -> None:
-    n, n_cols = src.shape
+def create_matrix(
+    root: Any, key: str, fmt: str, shape: tuple[int, ...], dtype: np.dtype, nnz: int,
+    plan: Plan, opts: Options,
+) -> None:  # fmt: skip
+    """Create the arrays of ``root[key]`` (metadata only; the shards are written by tasks)."""
+    parent_path, _, name = key.rpartition("/")
+    parent = root[parent_path] if parent_path else root
+    if fmt == "dense":
+        rest = shape[1:]
+        arr = create_zarr_array(
+            parent, name, shape=shape, dtype=dtype, chunks=(plan.chunk_rows, *rest),
+            shards=(plan.shard_rows, *rest), codec=opts.codec, zarr_format=3,
+        )  # fmt: skip
+        arr.attrs.update(ARRAY_ATTRS)
+        return
+    n, n_cols = shape
     group = parent.create_group(name)
     group.attrs.update({**CSR_ATTRS, "shape": [n, n_cols]})
-    index_dtype = np.dtype(np.int32 if n_cols < 2**31 else np.int64)
     # data and indices share one layout, so a chunk of each covers the same rows.
     layout: dict[str, Any] = {
-        "shape": (src.nnz,), "chunks": (plan.chunk_elems,), "shards": (plan.shard_elems,),
+        "shape": (nnz,), "chunks": (plan.chunk_elems,), "shards": (plan.shard_elems,),
         "codec": opts.codec, "zarr_format": 3,
     }  # fmt: skip
-    data = create_zarr_array(group, "data", dtype=src.dtype, **layout)
+    create_zarr_array(group, "data", dtype=dtype, **layout)
     # Sorted column indices compress far better bit-shuffled.
-    indices = create_zarr_array(group, "indices", dtype=index_dtype, bitshuffle=True, **layout)
+    create_zarr_array(group, "indices", dtype=index_dtype(n_cols), bitshuffle=True, **layout)
     ptr_chunk, ptr_shard = _indptr_layout(n + 1)
-    indptr = create_zarr_array(
+    create_zarr_array(
         group, "indptr", shape=(n + 1,), dtype=np.int64, chunks=(ptr_chunk,),
         shards=None if ptr_shard is None else (ptr_shard,), codec=opts.codec, zarr_format=3,
     )  # fmt: skip
-    out_data = ShardAppender(ShardWriter(data), plan.shard_elems, pool)
-    out_indices = ShardAppender(ShardWriter(indices), plan.shard_elems, pool)
-    out_indptr = ShardAppender(ShardWriter(indptr), ptr_shard or ptr_chunk, pool)
-    out_indptr.append(np.zeros(1, dtype=np.int64))
-    offset = 0
-    for start, stop in _blocks(n, plan.read_rows):
-        ptr, block_data, block_indices = src.read_csr(start, stop)
-        count = int(ptr[-1])
-        if len(block_data) != count or len(block_indices) != count or offset + count > src.nnz:
-            msg = (
-                f"{src.where} is inconsistent: rows {start}:{stop} point to {count} values "
-                f"but {len(block_data)} data / {len(block_indices)} indices were read "
-                f"(total stored {src.nnz}); the input is corrupt"
-            )
-            raise CorruptChunkError(msg)
-        out_data.append(block_data.astype(src.dtype, copy=False))
-        out_indices.append(block_indices.astype(index_dtype, copy=False))
-        out_indptr.append(ptr[1:] + offset)
-        offset += count
-        if advance is not None:
-            advance(stop - start)
-    for appender in (out_data, out_indices, out_indptr):
-        appender.close()
-    if offset != src.nnz:
-        msg = f"{src.where} is inconsistent: indptr ends at {offset}, expected {src.nnz} values"
-        raise CorruptChunkError(msg)
+
+
+def write_indptr(root: Any, key: str, indptr: np.ndarray) -> None:
+    """Write the whole row-pointer array of the CSR matrix ``root[key]`` (by the driver)."""
+    writer = ShardWriter(root[f"{key}/indptr"])
+    writer[0 : len(indptr)] = indptr
+
+
+def open_output(store: str, path: str) -> ShardWriter:
+    """A shard writer on the array ``path`` of the partial store ``store`` (in a task).
+
+    Raises :class:`StoreError` if the partial store is gone: the conversion was abandoned
+    (its driver failed and removed it), and writing would only re-create stray directories.
+    """
+    import zarr
+
+    if not os.path.exists(os.path.join(store, "zarr.json")):
+        msg = f"the partial store {store!r} was removed: its conversion was abandoned"
+        raise StoreError(msg)
+    return ShardWriter(zarr.open_array(store=store, path=path, mode="r+"))
+
+
+def write_shards(writer: ShardWriter, first: int, unit: int, values: np.ndarray) -> None:
+    """Write ``values`` as whole shards ``first, first + 1, ...`` of ``unit`` elements each."""
+    start = first * unit
+    writer[start : start + len(values)] = values

@@ -90,6 +90,12 @@ class SourceMatrix:
             return np.asarray(self._lazy.read_rows(start, stop))
         return np.asarray(self.node[start:stop])
 
+    def read_indptr(self, start: int, stop: int) -> np.ndarray:
+        """Row pointers ``start:stop + 1`` of a CSR matrix (int64, as stored)."""
+        if self._lazy is not None:
+            return np.asarray(self._lazy._indptr_slice(start, stop), dtype=np.int64)
+        return np.asarray(self.node["indptr"][start : stop + 1], dtype=np.int64)
+
     def read_csr(self, start: int, stop: int) -> CsrBlock:
         """Rows ``start:stop`` of a CSR matrix as ``(indptr from 0, data, indices)``."""
         if self._lazy is not None:

@@ -1,54 +1,81 @@
-"""Convert an ``.h5ad`` file or an AnnData Zarr store into the layout atlasloader reads fastest.
+"""Convert ``.h5ad`` files or AnnData Zarr stores into the layout atlasloader reads fastest.
 
 The result is an ordinary AnnData Zarr store (``anndata.read_zarr`` reads it) in Zarr format 3:
 ``X``, layers and obsm/obsp matrices are stored in small row chunks (what one random read of
 the loader touches) grouped into shards of a few MB (few files), compressed with Blosc lz4.
-Matrices are copied a block of rows at a time, so memory stays bounded however large ``X`` is.
+
+Several inputs are concatenated (genes matched with ``join``), optionally in a random cell
+order (``shuffle``). The heavy copying runs as dask graphs on the active scheduler (threads by
+default, or a ``dask.distributed`` cluster), each task reading only the rows of the output
+shards it writes, so memory stays bounded however large the inputs are.
 
 The store is written under a sibling ``<dst>.partial-<uuid>`` directory that cannot be opened
 as AnnData, and renamed to ``dst`` only once complete: a crash never leaves a half-written
-store at ``dst``.
+store at ``dst``, and rerunning removes the partial store of a crashed run and starts clean.
 """
 
 from __future__ import annotations
 
-import glob
-import json
 import os
 import shutil
-import socket
-import uuid
 import warnings
-from collections.abc import Callable
+from collections.abc import Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..data._writers import CODECS, ROOT_ATTRS
-from ..errors import InvalidArgumentError, InvalidTypeError, MissingKeyError, StoreError
-from ._convert_sink import DEFAULT_CHUNK_ROWS, Options, write_matrix
+from ..errors import InvalidArgumentError, InvalidDataError, InvalidTypeError
+from ._convert_dask import Progress, run
+from ._convert_inspect import layout_of, original_order
+from ._convert_obs import POSITION_KEY, SOURCE_KEY, check_new_columns, concat_rows, n_obs, write_obs
+from ._convert_plan import Elements, MatrixJob, VarJoin, check_join, join_var, plan_elements
+from ._convert_safety import (
+    PARTIAL_ENCODING,
+    check_target,
+    owner,
+    partial_path,
+    publish,
+    remove_stale_partials,
+)
+from ._convert_shuffle import TMP_DIR, shuffle_graph
+from ._convert_sink import DEFAULT_CHUNK_ROWS, Options, create_matrix, plan_matrix, write_indptr
 from ._convert_source import Source
+from ._convert_tasks import copy_graph, count_graph
 from .open import is_url
 
-__all__ = ["convert", "layout_of"]
+__all__ = ["POSITION_KEY", "SOURCE_KEY", "convert", "layout_of", "original_order"]
 
-# Root attributes of a store being written: neither anndata nor atlasloader opens it, and the
-# owner lets a later run remove it once its process is gone.
-PARTIAL_ENCODING = "atlasloader-partial"
+PROVENANCE_ATTR = "atlasloader-convert"  # root attribute of concatenated or shuffled stores
 DICT_ATTRS = {"encoding-type": "dict", "encoding-version": "0.1.0"}
 RAW_ATTRS = {"encoding-type": "raw", "encoding-version": "0.1.0"}
-_STREAMED = ("layers", "obsm", "obsp")  # groups of n_obs-row matrices, copied by row blocks
-_COPIED = ("obs", "var", "uns", "varm", "varp")  # copied whole with anndata
-_KNOWN = {"X", "raw", *_STREAMED, *_COPIED}
+_STREAMED = ("layers", "obsm", "obsp")  # groups of n_obs-row matrices, copied by tasks
+_KNOWN = {"X", "raw", "obs", "var", "uns", "varm", "varp", *_STREAMED}
 # Small elements: unsharded (it also silences anndata's notice about automatic sharding).
 _ELEM_KWARGS = {"shards": None}
 
+PathLike = str | os.PathLike[str]
+
+
+@dataclass(frozen=True)
+class _Settings:
+    join: str
+    shuffle: bool
+    seed: int
+    source_key: str | None
+
 
 def convert(
-    src: str | os.PathLike[str],
-    dst: str | os.PathLike[str],
+    src: PathLike | Sequence[PathLike],
+    dst: PathLike,
     *,
+    join: str = "exact",
+    shuffle: bool = False,
+    seed: int = 0,
+    source_key: str | None = SOURCE_KEY,
     chunk_rows: int | None = None,
     shard_rows: int | None = None,
     codec: str | None = "lz4",
@@ -56,36 +83,81 @@ def convert(
     overwrite: bool = False,
     progress: bool = False,
 ) -> str:
-    """Write ``src`` as an AnnData Zarr v3 store laid out for fast random row reads.
+    """Write one or several AnnData inputs as one Zarr v3 store laid out for fast row reads.
 
-    ``X``, ``layers``, ``obsm``, ``obsp`` and ``raw.X`` are streamed block by block: CSR stays
-    CSR (``data`` in its dtype, ``int32`` indices, ``int64`` indptr) and dense stays dense;
-    ``obs``, ``var``, ``uns``, ``varm``, ``varp`` (and obsm dataframes) are copied with
-    anndata's ``read_elem``/``write_elem``, categoricals included. ``anndata.read_zarr(dst)``
+    ``X``, ``layers``, ``obsm``, ``obsp`` and ``raw.X`` are copied by dask tasks, one per output
+    shard, each reading only the input rows it writes: CSR stays CSR (``data`` in its dtype,
+    ``int32`` indices, ``int64`` indptr) and dense stays dense. ``obs``, ``var``, ``uns``,
+    ``varm``, ``varp`` (and obsm dataframes) are copied with anndata's
+    ``read_elem``/``write_elem``, categoricals included. With one input, ``anndata.read_zarr(dst)``
     equals the input.
+
+    Several inputs are concatenated in the order given (as ``anndata.concat`` would):
+
+    - genes: with ``join="exact"`` every input must have the same genes in the same order
+      (otherwise :class:`~atlasloader.errors.InvalidDataError` lists the differences; the same
+      genes in another order are a difference too); with ``join="inner"`` the genes in every
+      input are kept, in the first input's order, and every matrix's columns follow. ``var``,
+      ``varm`` and ``varp`` come from the first input (restricted to the kept genes);
+    - ``obs``: the union of the columns. Missing values are NaN for numbers (stored as
+      float64), NA for booleans (nullable boolean) and a missing category for categoricals
+      and strings (a string column missing in some inputs is stored as a categorical: Zarr v3
+      string arrays hold no missing value). Categories are united and sorted naturally, as
+      ``anndata.concat`` does (ordered categoricals stay ordered only if every input has the
+      same categories); a column categorical in one input and string in another becomes
+      categorical; numbers in one input and strings in another raise.
+      ``obs_names`` are kept, unless a name occurs in two inputs: then every name gets
+      ``-<input position>`` appended, as ``anndata.concat(index_unique="-")`` does (with a
+      warning);
+    - ``obs[source_key]`` (default ``"source_file"``): a categorical naming each cell's input
+      (its path as given; the codes are the input positions);
+    - layers and obsm entries in every input are carried (CSR if any input has it CSR, values
+      in the common dtype); those missing in some inputs are dropped with a warning; obsp
+      (cell-cell matrices) is dropped with a warning; ``raw`` is carried if every input has
+      one (its genes matched with ``join`` too, else dropped with a warning); ``uns`` comes
+      from the first input.
+
+    With ``shuffle=True`` cells are written in a random order drawn from ``seed``, and
+    ``obs["original_position"]`` holds each cell's position in the unshuffled (concatenated)
+    order; :func:`original_order` turns it back into the input order.
 
     Parameters
     ----------
     src
-        An ``.h5ad`` file, or an AnnData Zarr store (format 2 or 3; a path or URL).
+        An ``.h5ad`` file or an AnnData Zarr store (format 2 or 3; a path or URL), or a
+        sequence of them. ``.h5ad`` files are read in row blocks, never whole.
     dst
-        Local directory of the new store.
+        Local directory of the new store (on a filesystem shared with the workers when a
+        ``dask.distributed`` cluster runs the conversion).
+    join
+        ``"exact"`` (the inputs' genes must match) or ``"inner"`` (keep the genes in every
+        input).
+    shuffle
+        Write the cells in a random order (from ``seed``), recorded in
+        ``obs["original_position"]``. Needs temporary disk space inside the partial store
+        of about the size of the largest matrix, removed as it is written.
+    seed
+        Non-negative integer seeding the permutation (``numpy.random.default_rng(seed)``).
+    source_key
+        Name of the obs column recording each cell's input, written with two inputs or more;
+        None to not write it. An input that already has that column raises.
     chunk_rows
         Rows per stored chunk (default 16, what the loader reads per random access). For CSR
         the ``data``/``indices`` chunks hold ``chunk_rows`` times the mean values per row.
     shard_rows
         Rows per shard, rounded up to whole chunks. By default a shard holds about 16 MB of
-        uncompressed values (at most 65 536 rows, and no more than one read block).
+        uncompressed values (at most 65 536 rows, and no more than half a read block).
     codec
         ``"lz4"`` (Blosc lz4, level 3, byte shuffle; bit shuffle for CSR indices), ``"zstd"``
         (level 3) or ``None`` (uncompressed).
     block_rows
-        Rows read per block, at most about 128 MB of values per block whatever this says.
-        Peak memory is a few blocks (or a few shards, if ``shard_rows`` is larger).
+        Rows read per block (by a shuffling or counting task), at most about 64 MB of values
+        whatever this says. Peak memory is about two blocks per running task (dask's threads
+        or workers).
     overwrite
         Replace an existing ``dst``; otherwise an existing ``dst`` raises.
     progress
-        Show a progress bar per matrix (on stderr).
+        Show a progress bar per matrix and step (rich, on stderr); quiet by default.
 
     Returns
     -------
@@ -94,43 +166,99 @@ def convert(
     Raises
     ------
     StoreError
-        ``src`` does not exist, or ``dst`` exists and ``overwrite`` is False.
+        An input does not exist, or ``dst`` exists and ``overwrite`` is False.
     NotAnnDataStoreError
-        ``src`` is neither an ``.h5ad`` file nor an AnnData Zarr store.
+        An input is neither an ``.h5ad`` file nor an AnnData Zarr store.
+    InvalidDataError
+        The inputs' genes differ (``join="exact"``), or an obs column cannot be concatenated.
+    InvalidArgumentError
+        ``src`` is empty or names an input twice, a setting is out of range, or an input
+        already has the obs column convert would add.
     InvalidTypeError
-        A matrix of ``src`` is stored as CSC.
+        A matrix of an input is stored as CSC.
 
     Examples
     --------
     >>> import atlasloader, tempfile
     >>> from atlasloader.data import make_atlas_h5ad
     >>> tmp = tempfile.mkdtemp()
-    >>> h5ad = make_atlas_h5ad(tmp + "/a.h5ad", n_cells=1_000, n_genes=100, nnz_per_cell=20)
-    >>> path = atlasloader.convert(h5ad, tmp + "/a.zarr")
+    >>> a = make_atlas_h5ad(tmp + "/a.h5ad", n_cells=1_000, n_genes=100, nnz_per_cell=20)
+    >>> path = atlasloader.convert(a, tmp + "/a.zarr")
     >>> atlasloader.store.convert.layout_of(path)["chunk_rows"]
     16
+    >>> b = make_atlas_h5ad(tmp + "/b.h5ad", n_cells=500, n_genes=100, nnz_per_cell=20, seed=1)
+    >>> path = atlasloader.convert([a, b], tmp + "/ab.zarr", shuffle=True, seed=0)
+    >>> import anndata
+    >>> anndata.read_zarr(path).obs["source_file"].value_counts().tolist()
+    [1000, 500]
     """
     opts = _options(chunk_rows, shard_rows, codec, block_rows)
+    paths = _input_paths(src)
+    settings = _settings(join, shuffle, seed, source_key)
     if is_url(dst) and not str(dst).startswith("file://"):
         msg = f"dst must be a local path (the store is renamed into place), got {str(dst)!r}"
         raise InvalidArgumentError(msg)
     target = Path(str(dst).removeprefix("file://"))
-    with Source(src) as source:
-        _check_target(target, overwrite)
+    with ExitStack() as stack:
+        sources = [stack.enter_context(Source(p)) for p in paths]
+        check_target(target, overwrite)
         target.parent.mkdir(parents=True, exist_ok=True)
-        _remove_stale_partials(target)
-        partial = target.with_name(f"{target.name}.partial-{uuid.uuid4().hex}")
+        remove_stale_partials(target)
+        partial = partial_path(target)
         try:
-            _write_store(source, partial, opts, progress)
+            _write_store(sources, paths, partial, opts, settings, progress)
         except BaseException:
             # Includes KeyboardInterrupt: the partial store is useless, free its disk space.
             shutil.rmtree(partial, ignore_errors=True)
             raise
     try:
-        _publish(partial, target, overwrite)
+        publish(partial, target, overwrite)
     finally:
         shutil.rmtree(partial, ignore_errors=True)  # still there only if publishing failed
     return os.fspath(dst)
+
+
+def _input_paths(src: Any) -> list[str]:
+    if isinstance(src, str | os.PathLike):
+        return [os.fspath(src)]
+    if not isinstance(src, Sequence):
+        msg = f"src must be a path or a sequence of paths, got {type(src).__name__}"
+        raise InvalidTypeError(msg)
+    paths = []
+    for p in src:
+        if not isinstance(p, str | os.PathLike):
+            msg = f"src must hold paths (str or os.PathLike), got {type(p).__name__} {p!r}"
+            raise InvalidTypeError(msg)
+        paths.append(os.fspath(p))
+    if not paths:
+        msg = "src is empty: give at least one .h5ad file or AnnData Zarr store to convert"
+        raise InvalidArgumentError(msg)
+    seen = set()
+    for p in paths:
+        if p in seen:
+            msg = f"src names {p!r} twice; give each input once"
+            raise InvalidArgumentError(msg)
+        seen.add(p)
+    return paths
+
+
+def _settings(join: Any, shuffle: Any, seed: Any, source_key: Any) -> _Settings:
+    from ..data._model import check_int
+
+    if not isinstance(shuffle, bool | np.bool_):
+        msg = f"shuffle must be True or False, got {type(shuffle).__name__} {shuffle!r}"
+        raise InvalidTypeError(msg)
+    if source_key is not None:
+        if not isinstance(source_key, str):
+            msg = f"source_key must be a string or None, got {type(source_key).__name__}"
+            raise InvalidTypeError(msg)
+        if not source_key or "/" in source_key or source_key in ("_index", POSITION_KEY):
+            msg = (
+                f"source_key {source_key!r} cannot name an obs column (empty, contains '/', "
+                "or reserved); choose another name"
+            )
+            raise InvalidArgumentError(msg)
+    return _Settings(check_join(join), bool(shuffle), check_int("seed", seed, 0), source_key)
 
 
 def _options(
@@ -146,289 +274,150 @@ def _options(
     return Options(chunk, shard, codec, check_int("block_rows", block_rows, 1))
 
 
-def _check_target(target: Path, overwrite: bool) -> None:
-    if os.path.lexists(target) and not overwrite:
-        msg = (
-            f"cannot convert to {str(target)!r}: it already exists; pass overwrite=True to "
-            "replace it"
-        )
-        raise StoreError(msg)
-
-
 # --- writing ------------------------------------------------------------------------------------
-def _write_store(source: Source, partial: Path, opts: Options, progress: bool) -> None:
+def _write_store(
+    sources: list[Source],
+    paths: list[str],
+    partial: Path,
+    opts: Options,
+    settings: _Settings,
+    progress: bool,
+) -> None:
     import zarr
 
+    single = len(sources) == 1
+    source_key = None if single else settings.source_key
+    check_new_columns(sources, paths, source_key, settings.shuffle)
     root = zarr.open_group(str(partial), mode="w-", zarr_format=3)
     root.attrs.put({"encoding-type": PARTIAL_ENCODING, "encoding-version": "0.1.0",
-                    "owner": _owner(), "source": source.path})  # fmt: skip
-    with _Progress(progress) as bar, warnings.catch_warnings():
+                    "owner": owner(), "source": paths[0] if single else paths})  # fmt: skip
+    with Progress(progress) as bar, warnings.catch_warnings():
         # zarr notes that vlen strings and consolidated metadata are not in the v3 spec yet;
         # anndata relies on both.
         warnings.filterwarnings("ignore", category=UserWarning, module="zarr")
         warnings.filterwarnings("ignore", "Consolidated metadata", UserWarning)
-        if source.has("X"):
-            _copy_matrix(source, "X", root, "X", "adata.X", opts, bar)
+        var = join_var([s.read_elem("var").index for s in sources], paths, settings.join)
+        elements = plan_elements(sources, var, settings.join, shuffle=settings.shuffle,
+                                 paths=paths)  # fmt: skip
+        sizes = [n_obs(s) for s in sources]
+        perm = inverse = None
+        if settings.shuffle:
+            # Output row i holds input row perm[i]; input row g goes to output row inverse[g].
+            perm = np.random.default_rng(settings.seed).permutation(sum(sizes))
+            inverse = np.empty_like(perm)
+            inverse[perm] = np.arange(len(perm))
         for group in _STREAMED:
-            out = root.create_group(group)
-            out.attrs.update(DICT_ATTRS)
-            for key in source.members(group) if source.has(group) else []:
-                where = f"adata.{group}[{key!r}]"
-                _copy_matrix(source, f"{group}/{key}", out, key, where, opts, bar)
-        if source.has("raw"):
-            raw = root.create_group("raw")
-            raw.attrs.update(RAW_ATTRS)
-            for key in source.members("raw"):
-                if key == "X":
-                    _copy_matrix(source, "raw/X", raw, "X", "adata.raw.X", opts, bar)
-                else:
-                    _copy_elem(source, f"raw/{key}", raw, key)
-        for name in _COPIED:
-            if source.has(name):
-                _copy_elem(source, name, root, name)
-            else:
-                _write_elem(root, name, {})
-        skipped = [k for k in source.members() if k not in _KNOWN and not k.startswith("__")]
-        if skipped:
-            warnings.warn(
-                f"{source.path!r}: elements {skipped} are not AnnData elements and were not "
-                "converted",
-                UserWarning,
-                stacklevel=4,
-            )
+            root.create_group(group).attrs.update(DICT_ATTRS)
+        if elements.raw_var is not None:
+            root.create_group("raw").attrs.update(RAW_ATTRS)
+        # obs first: a column that cannot be concatenated fails before the long copies.
+        names = write_obs(root, sources, paths, perm, source_key)
+        for job in elements.matrices:
+            _check_rows(job, sizes, paths)
+            _copy_matrix(root, partial, job, perm, inverse, opts, bar)
+        shutil.rmtree(partial / TMP_DIR, ignore_errors=True)
+        _write_small(root, sources, var, elements, names, perm)
+        for source, path in zip(sources, paths):
+            skipped = [k for k in source.members() if k not in _KNOWN and not k.startswith("__")]
+            if skipped:
+                warnings.warn(
+                    f"{path!r}: elements {skipped} are not AnnData elements and were not converted",
+                    UserWarning,
+                    stacklevel=4,
+                )
         # Written last: only now does the store claim to be AnnData (replaces the owner).
-        root.attrs.put(dict(ROOT_ATTRS))
+        attrs: dict[str, Any] = dict(ROOT_ATTRS)
+        if not single or settings.shuffle:
+            attrs[PROVENANCE_ATTR] = {
+                "encoding-type": PROVENANCE_ATTR, "encoding-version": "0.1.0",
+                "inputs": paths, "n_obs": sizes, "join": settings.join,
+                "shuffle": settings.shuffle, "seed": settings.seed if settings.shuffle else None,
+                "source_key": source_key,
+                "position_key": POSITION_KEY if settings.shuffle else None,
+            }  # fmt: skip
+        root.attrs.put(attrs)
         zarr.consolidate_metadata(root.store)
 
 
+def _check_rows(job: MatrixJob, sizes: list[int], paths: list[str]) -> None:
+    for part, size, path in zip(job.parts, sizes, paths):
+        if part.n_rows != size:
+            msg = (
+                f"{job.where} of {path!r} has {part.n_rows} rows but its obs has {size} cells; "
+                "the input is not valid AnnData"
+            )
+            raise InvalidDataError(msg)
+
+
 def _copy_matrix(
-    source: Source, path: str, parent: Any, name: str, where: str, opts: Options, bar: _Progress
+    root: Any, partial: Path, job: MatrixJob, perm: np.ndarray | None,
+    inverse: np.ndarray | None, opts: Options, bar: Progress,
+) -> None:  # fmt: skip
+    """Count values per row (CSR), create the arrays, then run the copying tasks."""
+    indptr = None
+    nnz = int(np.prod(job.shape, dtype=np.int64))
+    if job.format == "csr":
+        first = plan_matrix("csr", job.shape, job.dtype, sum(p.nnz for p in job.parts), opts)
+        graph, _ = count_graph(job, first.read_rows)
+        results = run(graph, bar)
+        counts = np.concatenate(results) if results else np.zeros(0, dtype=np.int64)
+        if perm is not None:
+            counts = counts[perm]
+        indptr = np.zeros(job.shape[0] + 1, dtype=np.int64)
+        np.cumsum(counts, out=indptr[1:])
+        del counts
+        nnz = int(indptr[-1])
+    plan = plan_matrix(job.format, job.shape, job.dtype, nnz, opts)
+    create_matrix(root, job.key, job.format, job.shape, job.dtype, nnz, plan, opts)
+    if indptr is not None:
+        write_indptr(root, job.key, indptr)
+    if inverse is None:
+        graph = copy_graph(str(partial), job, plan, indptr)
+    else:
+        tmp = str(partial / TMP_DIR / job.key.replace("/", "-"))
+        graph = shuffle_graph(str(partial), tmp, job, plan, inverse, indptr)
+    run(graph, bar)
+
+
+def _write_small(
+    root: Any,
+    sources: list[Source],
+    var: VarJoin,
+    elements: Elements,
+    names: Any,
+    perm: np.ndarray | None,
 ) -> None:
-    matrix = source.matrix(path, where)
-    if matrix is None:  # dataframe, strings, awkward array...: small enough to copy whole
-        _copy_elem(source, path, parent, name)
-        return
-    write_matrix(parent, name, matrix, opts, bar.task(where, matrix.n_rows))
-
-
-def _copy_elem(source: Source, path: str, parent: Any, name: str) -> None:
-    _write_elem(parent, name, source.read_elem(path))
-
-
-def _write_elem(parent: Any, name: str, value: Any) -> None:
+    """var, uns, varm, varp (from the first input) and the per-cell elements read whole."""
     from .elements import write_elem
 
-    write_elem(parent, name, value, dataset_kwargs=_ELEM_KWARGS)
+    first = sources[0]
+    cols = var.columns[0]
+    for name in ("var", "uns", "varm", "varp"):
+        value = first.read_elem(name) if first.has(name) else {}
+        if name != "uns":
+            value = _genes(value, cols, both=name == "varp")
+        write_elem(root, name, value, dataset_kwargs=_ELEM_KWARGS)
+    for key, where in elements.in_memory:
+        values = [s.read_elem(key) for s in sources]
+        value = concat_rows(values, where, names, perm)
+        if value is not None:
+            write_elem(root, key, value, dataset_kwargs=_ELEM_KWARGS)
+    if elements.raw_var is not None:
+        raw_cols = elements.raw_var.columns[0]
+        for name in ("var", "varm"):
+            key = f"raw/{name}"
+            if first.has(key):
+                value = _genes(first.read_elem(key), raw_cols, both=False)
+                write_elem(root["raw"], name, value, dataset_kwargs=_ELEM_KWARGS)
 
 
-class _Progress:
-    """A rich progress display with one bar per matrix, or nothing when disabled."""
-
-    def __init__(self, enabled: bool) -> None:
-        self._progress: Any = None
-        if enabled:
-            from rich.console import Console
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeElapsedColumn,
-                TimeRemainingColumn,
-            )
-
-            self._progress = Progress(
-                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                TextColumn("rows"), TimeElapsedColumn(), TimeRemainingColumn(),
-                console=Console(stderr=True),
-            )  # fmt: skip
-
-    def __enter__(self) -> _Progress:
-        if self._progress is not None:
-            self._progress.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._progress is not None:
-            self._progress.stop()
-
-    def task(self, label: str, total: int) -> Callable[[int], None] | None:
-        if self._progress is None:
-            return None
-        progress = self._progress
-        task_id = progress.add_task(label, total=total)
-        return lambda rows: progress.advance(task_id, rows)
-
-
-# --- crash safety -------------------------------------------------------------------------------
-def _owner() -> dict[str, Any]:
-    import psutil
-
-    return {
-        "host": socket.gethostname(),
-        "pid": os.getpid(),
-        "started": psutil.Process().create_time(),
-    }
-
-
-def _owner_alive(owner: dict[str, Any]) -> bool:
-    import psutil
-
-    try:
-        started = psutil.Process(int(owner["pid"])).create_time()
-    except (psutil.NoSuchProcess, psutil.ZombieProcess):
-        return False
-    except psutil.Error:  # AccessDenied: some process exists; assume it is the owner
-        return True
-    # A different start time means the pid was reused by an unrelated process.
-    return abs(started - float(owner["started"])) < 1.0
-
-
-def _partial_owner(path: Path) -> dict[str, Any] | None:
-    try:
-        attrs = json.loads((path / "zarr.json").read_text()).get("attributes", {})
-    except (OSError, ValueError):
-        return None
-    if attrs.get("encoding-type") != PARTIAL_ENCODING:
-        return None
-    owner = attrs.get("owner")
-    return owner if isinstance(owner, dict) and {"host", "pid", "started"} <= owner.keys() else None
-
-
-def _remove_stale_partials(target: Path) -> None:
-    """Delete partial stores of ``target`` left by conversions that crashed on this host.
-
-    A partial whose owner runs elsewhere (or still runs) is left alone: it may be a
-    conversion in progress. It is never read: it is not ``target``.
-    """
-    pattern = glob.escape(str(target)) + ".partial-*"
-    for path in map(Path, glob.glob(pattern)):
-        owner = _partial_owner(path)
-        if owner is None:
-            warnings.warn(
-                f"{str(path)!r} looks like a partial conversion of unknown origin; it was left "
-                "in place (delete it if no conversion is running)",
-                UserWarning,
-                stacklevel=3,
-            )
-        elif owner["host"] == socket.gethostname() and not _owner_alive(owner):
-            shutil.rmtree(path, ignore_errors=True)
-
-
-def _publish(partial: Path, target: Path, overwrite: bool) -> None:
-    """Rename the finished store to ``target`` (an existing one is moved aside first)."""
-    if not os.path.lexists(target):
-        os.rename(partial, target)
-        return
-    if not overwrite:  # created by someone else while we converted
-        _check_target(target, overwrite)
-    aside = target.with_name(f"{target.name}.old-{uuid.uuid4().hex}")
-    os.replace(target, aside)
-    try:
-        os.replace(partial, target)
-    except BaseException:
-        os.replace(aside, target)  # put the old store back rather than leave nothing
-        raise
-    if aside.is_dir() and not aside.is_symlink():
-        shutil.rmtree(aside, ignore_errors=True)
-    else:
-        aside.unlink()
-
-
-# --- layout -------------------------------------------------------------------------------------
-def layout_of(path: str | os.PathLike[str], key: str = "X") -> dict[str, Any]:
-    """How a matrix of an AnnData Zarr store is chunked, sharded and compressed.
-
-    Parameters
-    ----------
-    path
-        An AnnData Zarr store (any format or layout, not only converted ones).
-    key
-        The matrix: ``"X"``, ``"layers/counts"``, ``"obsm/X_pca"``, ``"raw/X"``...
-
-    Returns
-    -------
-    A dict with ``zarr_format``, ``format`` (``"csr"``/``"dense"``), ``shape``, ``dtype``,
-    ``nnz``, ``chunk_rows`` and ``shard_rows`` (rows per chunk and per shard; for CSR, derived
-    from the mean values per row; ``shard_rows`` is None when unsharded), ``chunk_elems`` and
-    ``shard_elems`` (lengths of the stored ``data`` chunks/shards), ``codec`` (``"lz4"``,
-    ``"zstd"``, another name, or None), ``shuffle``, ``indices_dtype``, ``indptr_chunk``,
-    ``indptr_shard`` and ``consolidated``.
-
-    Examples
-    --------
-    >>> layout_of("atlas.zarr")  # doctest: +SKIP
-    {'zarr_format': 3, 'format': 'csr', 'chunk_rows': 16, 'shard_rows': 5152, 'codec': 'lz4', ...}
-    """
-    from .elements import encoding_type
-    from .open import open_root
-
-    root = open_root(path, mode="r")
-    if key not in root:
-        msg = f"{key!r} not found in the store {str(path)!r}"
-        raise MissingKeyError(msg)
-    node: Any = root[key]
-    enc = encoding_type(node)
-    info: dict[str, Any] = {
-        "zarr_format": int(root.metadata.zarr_format),
-        "consolidated": root.metadata.consolidated_metadata is not None,
-    }
-    if enc == "csr_matrix" or enc == "csc_matrix":
-        data: Any = node["data"]
-        indptr: Any = node["indptr"]
-        shape = tuple(int(s) for s in node.attrs["shape"])
-        nnz = int(indptr[-1]) if indptr.shape[0] else 0
-        per_row = max(nnz / max(1, shape[0]), 1e-12)
-        chunk = int(data.chunks[0])
-        shard = int(data.shards[0]) if data.shards else None
-        info |= {
-            "format": enc.removesuffix("_matrix"),
-            "shape": shape,
-            "dtype": str(data.dtype),
-            "nnz": nnz,
-            "chunk_rows": max(1, round(chunk / per_row)),
-            "shard_rows": None if shard is None else max(1, round(shard / per_row)),
-            "chunk_elems": chunk,
-            "shard_elems": shard,
-            "indices_dtype": str(node["indices"].dtype),
-            "indptr_chunk": int(indptr.chunks[0]),
-            "indptr_shard": int(indptr.shards[0]) if indptr.shards else None,
-        }
-        arr = data
-    elif hasattr(node, "chunks"):
-        arr = node
-        chunk = int(arr.chunks[0])
-        shard = int(arr.shards[0]) if arr.shards else None
-        info |= {
-            "format": "dense",
-            "shape": tuple(int(s) for s in arr.shape),
-            "dtype": str(arr.dtype),
-            "nnz": int(np.prod(arr.shape, dtype=np.int64)),
-            "chunk_rows": chunk,
-            "shard_rows": shard,
-            "chunk_elems": chunk,
-            "shard_elems": shard,
-            "indices_dtype": None,
-            "indptr_chunk": None,
-            "indptr_shard": None,
-        }
-    else:
-        msg = f"{key!r} in {str(path)!r} has encoding {enc!r}; expected a matrix"
-        raise InvalidTypeError(msg)
-    info["codec"], info["shuffle"] = _codec_of(arr)
-    return info
-
-
-def _codec_of(arr: Any) -> tuple[str | None, str | None]:
-    compressors = arr.compressors
-    if not compressors:
-        return None, None
-    codec = compressors[0]
-    kind = type(codec).__name__.lower().removesuffix("codec")
-    if kind == "blosc":
-        cname = getattr(codec.cname, "value", codec.cname)
-        shuffle = getattr(codec.shuffle, "value", codec.shuffle)
-        if isinstance(shuffle, int):  # numcodecs (Zarr v2) uses integers
-            shuffle = {-1: "auto", 0: "noshuffle", 1: "shuffle", 2: "bitshuffle"}.get(shuffle)
-        return str(cname), None if shuffle is None else str(shuffle)
-    return kind, None
+def _genes(value: Any, cols: np.ndarray | None, *, both: bool) -> Any:
+    """Restrict a gene-indexed element (var, or every entry of varm/varp) to the kept genes."""
+    if cols is None:
+        return value
+    if isinstance(value, dict):
+        return {k: _genes(v, cols, both=both) for k, v in value.items()}
+    if hasattr(value, "iloc"):
+        return value.iloc[cols]
+    out = value[cols]
+    return out[:, cols] if both else out
