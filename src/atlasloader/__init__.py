@@ -19,6 +19,7 @@ _LAZY = {
     "LazyAnnData": ".store.lazy",
     "AnnDataLoader": ".loading",
     "convert": ".store.convert",
+    "preprocess": ".preprocess._export",
     "fields": ".fields",
     "data": ".data",
     "model": ".model",
