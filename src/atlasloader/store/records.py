@@ -23,7 +23,6 @@ import zarr
 
 from ..errors import CorruptChunkError, InvalidDataError
 from ..registry.codec import from_jsonable, to_jsonable
-from .elements import encoding_type, read_elem
 
 ATTR = "atlasloader"
 ENCODING_TYPE = "atlasloader-store"
@@ -118,6 +117,8 @@ def _hash_array(arr: zarr.Array, h: Any, whole: bool = False) -> None:
 
 
 def _hash_node(node: zarr.Array | zarr.Group, h: Any, whole: bool = False) -> None:
+    from .elements import encoding_type  # dask and pandas: not needed to read the records
+
     h.update(encoding_type(node).encode())
     if isinstance(node, zarr.Array):
         _hash_array(node, h, whole)
@@ -137,6 +138,8 @@ def fingerprint(root: zarr.Group, attr_name: str, key: str | None) -> str:
         var = root["var"]
         node = var[var.attrs.get("_index", "_index")]  # type: ignore[index]
     elif attr_name == "uns":
+        from .elements import read_elem
+
         h.update(json.dumps(to_jsonable(_plain(read_elem(root["uns"][key]))), default=str).encode())  # type: ignore[index]
         return h.hexdigest()
     else:
