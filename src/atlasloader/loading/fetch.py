@@ -14,6 +14,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from ..errors import InvalidTypeError
+from ..store.csr import select_columns
 from ..store.lazy import LazyAnnData
 from ..store.matrix import LazyMatrix
 
@@ -132,16 +133,9 @@ class ColumnSubset:
         if not sp.issparse(block):
             return np.asarray(block)[:, self.cols]
         m = sp.csr_matrix(block)
-        lo, hi = int(m.indptr[0]), int(m.indptr[-1])
-        new = self._remap[m.indices[lo:hi]]
-        keep = new >= 0
-        kept = np.zeros(keep.size + 1, dtype=np.int64)
-        np.cumsum(keep, out=kept[1:])
-        indptr = kept[m.indptr - lo]
+        indptr, data, cols = select_columns(m.indptr, m.data, m.indices, self._remap)
         return sp.csr_matrix(
-            (m.data[lo:hi][keep], new[keep].astype(np.int32), indptr),
-            shape=(m.shape[0], self.n_cols),
-            copy=False,
+            (data, cols.astype(np.int32), indptr), shape=(m.shape[0], self.n_cols), copy=False
         )
 
 

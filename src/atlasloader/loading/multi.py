@@ -27,10 +27,8 @@ def _describe(manager: Any, i: int) -> str:
     return f"store {i} ({where})" if where else f"AnnData {i}"
 
 
-def _mapping_widest(
-    key: str, column: str, mappings: Sequence[np.ndarray], names: Sequence[str]
-) -> int:
-    """Index of the longest mapping; every other must be its prefix."""
+def _mapping_widest(key: str, column: str, mappings: Sequence[Any], names: Sequence[str]) -> int:
+    """Index of the (earliest) longest mapping; every other must be its prefix."""
     widest = max(range(len(mappings)), key=lambda i: len(mappings[i]))
     ref = np.asarray(mappings[widest])
     for i, m in enumerate(mappings):
@@ -103,11 +101,11 @@ def check_compatible(managers: Sequence[Any]) -> int:
                     raise InvalidArgumentError(msg)
         if "categorical_mapping" in states[0]:
             maps = [st["categorical_mapping"] for st in states]
-            wide.add(_widest_holder(k, "", maps, names))
+            wide.add(_mapping_widest(k, "", maps, names))
         if "mappings" in states[0]:
             for col in states[0]["mappings"]:
                 maps = [st["mappings"][col] for st in states]
-                wide.add(_widest_holder(k, f" (column '{col}')", maps, names))
+                wide.add(_mapping_widest(k, f" (column '{col}')", maps, names))
     if len(wide) > 1:
         msg = (
             f"no single store holds every category: {', '.join(names[i] for i in sorted(wide))} "
@@ -116,13 +114,6 @@ def check_compatible(managers: Sequence[Any]) -> int:
         )
         raise CategoryTransferError(msg)
     return wide.pop() if wide else 0
-
-
-def _widest_holder(key: str, column: str, maps: Sequence[Any], names: Sequence[str]) -> int:
-    widest = _mapping_widest(key, column, [np.asarray(m) for m in maps], names)
-    n = len(maps[widest])
-    # Any manager with the full mapping will do: prefer the earliest.
-    return next(i for i, m in enumerate(maps) if len(m) == n)
 
 
 class ConcatFetcher:

@@ -17,6 +17,7 @@ import numpy as np
 from ..errors import CorruptChunkError, StoreError
 from ._convert_sink import index_dtype, open_output, release_memory, write_shards
 from ._convert_source import Source
+from .csr import select_columns
 
 if TYPE_CHECKING:
     from dask.delayed import Delayed
@@ -48,6 +49,12 @@ def read_dense(part: Part, start: int, stop: int, dtype: np.dtype) -> np.ndarray
     return block.astype(dtype, copy=False)
 
 
+def _dense_block(matrix: Any, part: Part, start: int, stop: int) -> np.ndarray:
+    """Rows ``start:stop`` of a dense part, restricted to the output's genes."""
+    block = matrix.read_dense(start, stop)
+    return block if part.columns is None else block[:, part.columns]
+
+
 def read_csr(part: Part, start: int, stop: int, dtype: np.dtype, n_cols: int) -> Csr:
     """Rows ``start:stop`` of a part as CSR with output column indices, values as ``dtype``.
 
@@ -58,9 +65,7 @@ def read_csr(part: Part, start: int, stop: int, dtype: np.dtype, n_cols: int) ->
     with Source(part.path) as source:
         matrix = _open(source, part)
         if part.format == "dense":
-            block = matrix.read_dense(start, stop)
-            if part.columns is not None:
-                block = block[:, part.columns]
+            block = _dense_block(matrix, part, start, stop)
             rows, cols = np.nonzero(block)  # row-major: column indices sorted within rows
             ptr = np.zeros(len(block) + 1, dtype=np.int64)
             np.cumsum(np.bincount(rows, minlength=len(block)), out=ptr[1:])
@@ -82,11 +87,7 @@ def _remap(part: Part, ptr: np.ndarray, data: np.ndarray, indices: np.ndarray) -
     if len(indices) and (indices.min() < 0 or indices.max() >= len(part.remap)):
         msg = f"{part.where} has column indices outside its {len(part.remap)} genes"
         raise CorruptChunkError(msg)
-    new = part.remap[indices]
-    keep = new >= 0
-    if not keep.all():
-        kept = np.concatenate([[0], np.cumsum(keep, dtype=np.int64)])
-        ptr, data, new = kept[ptr], data[keep], new[keep]
+    ptr, data, new = select_columns(ptr, data, indices, part.remap)
     if part.sort:
         import scipy.sparse as sp
 
@@ -103,9 +104,7 @@ def count_values(part: Part, start: int, stop: int) -> np.ndarray:
     with Source(part.path) as source:
         matrix = _open(source, part)
         if part.format == "dense":
-            block = matrix.read_dense(start, stop)
-            if part.columns is not None:
-                block = block[:, part.columns]
+            block = _dense_block(matrix, part, start, stop)
             return np.count_nonzero(block.reshape(len(block), -1), axis=1).astype(np.int64)
         if part.remap is None:
             return np.diff(matrix.read_indptr(start, stop))
