@@ -9,10 +9,11 @@ from typing import Any
 
 from . import constants as C
 from ._version import __version__
-from .errors import MissingKeyError, NotRegisteredError
+from .errors import MissingKeyError, NotRegisteredError, StaleRegistryError
 from .registry import builder, display
 from .registry.attrdict import attrdict
 from .registry.model import Registry
+from .store import records
 from .store.backing import backing_of
 from .store.lazy import LazyAnnData
 
@@ -62,6 +63,9 @@ class AnnDataManager:
         )
         self._source_registry: dict | None = None
         self._transfer_kwargs: dict = {}
+        # Ownership token of every persisted column this registration's codes were read from
+        # or written to; another registration re-encoding a column changes its token.
+        self._tokens: dict[str, str | None] = {}
 
     # --- registration -------------------------------------------------------------------------
     def _assert_anndata_registered(self) -> None:
@@ -84,17 +88,19 @@ class AnnDataManager:
             backing_of(adata)  # raises ViewError for views, InvalidTypeError for other objects
         sources = (source_registry or {}).get(C.FIELD_REGISTRIES_KEY, {})
         registry = self._registry
+        tokens: dict[str, str | None] = {}
         for field in self.fields:
             src = sources.get(field.registry_key)
             state = None if src is None else src.get(C.STATE_REGISTRY_KEY)
             fr = builder.build_field_registry(
-                field, adata, state, **(transfer_kwargs if src is not None else {})
+                field, adata, state, tokens, **(transfer_kwargs if src is not None else {})
             )
             registry = registry.with_field(field.registry_key, fr)
         builder.finish(adata)
         self._registry = replace(registry, scvi_uuid=builder.assign_uuid(adata))
         self._source_registry = source_registry
         self._transfer_kwargs = dict(transfer_kwargs)
+        self._tokens = tokens
         self.adata = adata
         self._mark_most_recent()
         builder.save_registry(
@@ -120,7 +126,8 @@ class AnnDataManager:
         registry = self._registry
         for field in fields:
             registry = registry.with_field(
-                field.registry_key, builder.build_field_registry(field, self.adata)
+                field.registry_key,
+                builder.build_field_registry(field, self.adata, None, self._tokens),
             )
         builder.finish(self.adata)
         self._registry = registry
@@ -141,10 +148,44 @@ class AnnDataManager:
         new.register_fields(adata_target, self.registry, **kwargs)
         return new
 
-    def validate(self) -> None:
-        """Re-register if another manager registered the same data since."""
+    def stale_encodings(self) -> list[str]:
+        """Persisted columns (``"obs/_scvi_labels"``) another registration re-encoded since.
+
+        Checks the store itself, so a registration in another process counts too. Always
+        empty in memory, where :meth:`validate`'s most-recent-manager check covers it.
+        """
         self._assert_anndata_registered()
-        if self._most_recent_id() != self.id:
+        if not isinstance(self.adata, LazyAnnData) or not self._tokens:
+            return []
+        # A None token: encoded in memory only (read-only store), nothing on disk to compare.
+        mine = {loc: token for loc, token in self._tokens.items() if token is not None}
+        now = records.current_tokens(self.adata.group, list(mine))
+        return [loc for loc, token in mine.items() if now[loc] != token]
+
+    def check_encodings(self, when: str = "") -> None:
+        """Raise :class:`~atlasloader.errors.StaleRegistryError` if :meth:`stale_encodings`."""
+        stale = self.stale_encodings()
+        if stale:
+            model = self._registry.model_name or "AnnDataManager"
+            msg = (
+                f"the persisted codes {stale} of the store {self.adata.path!r} were re-encoded "
+                f"by another registration {when}".rstrip()
+                + f" (this one is {model}'s); they no longer follow this registry's "
+                "mappings. Do not register the same store with different setups "
+                "concurrently: finish one, then call manager.validate() (or setup_anndata "
+                "again) to re-register"
+            )
+            raise StaleRegistryError(msg)
+
+    def validate(self) -> None:
+        """Re-register if another manager registered the same data since.
+
+        On a store this also re-registers when a column this registry's codes live in was
+        re-encoded by another registration, in this process or another (SCVI and SCANVI
+        encode the same labels differently, in the same ``obs/_scvi_labels``).
+        """
+        self._assert_anndata_registered()
+        if self._most_recent_id() != self.id or self.stale_encodings():
             adata, self.adata = self.adata, None
             self._registry = replace(self._registry, field_registries={})
             self.register_fields(adata, self._source_registry, **self._transfer_kwargs)

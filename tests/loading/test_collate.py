@@ -9,7 +9,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from atlasloader.loading.collate import densify, to_device, to_tensor
+from atlasloader.loading.collate import densify, to_tensor
+from atlasloader.loading.device import to_device
 
 DTYPES = [np.float32, np.float64, np.int32, np.int64]
 

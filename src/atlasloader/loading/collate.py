@@ -173,12 +173,3 @@ def densify(block: Any, dtype: np.dtype) -> np.ndarray:
 def to_tensor(block: Any, dtype: np.dtype, sparse: bool, pin_memory: bool) -> Any:
     """One whole block as a CPU tensor of ``dtype``; CSR stays sparse when ``sparse`` is set."""
     return collate([(block, None)], dtype, sparse, pin_memory)
-
-
-def to_device(t: Any, device: Any) -> Any:
-    """Move to ``device``; sparse CSR is densified there (cheap on a GPU)."""
-    if device is None:
-        return t
-    non_blocking = t.is_pinned() if hasattr(t, "is_pinned") and not t.is_sparse_csr else False
-    t = t.to(device, non_blocking=non_blocking)
-    return t.to_dense() if t.is_sparse_csr else t

@@ -20,7 +20,7 @@ import numpy as np
 
 from ..errors import InvalidArgumentError, MissingKeyError, NotRegisteredError
 from ..sampling import ChunkShuffleSampler
-from .collate import to_device
+from .device import to_device_ahead
 from .fetch import fetcher_for, subset_columns
 from .multi import check_compatible, concat_fetcher
 from .pipeline import BatchPipeline
@@ -139,6 +139,9 @@ class AnnDataLoader:
         densifying release the GIL.
     multiprocessing_context
         Start method of the worker processes (``"fork"``, ``"spawn"``, ``"forkserver"``).
+    load_indices
+        Add each cell's position (in the loader's numbering) as ``batch["ind_x"]``, int64
+        ``(n, 1)``, scvi-tools' ``REGISTRY_KEYS.INDICES_KEY``.
 
     Examples
     --------
@@ -169,6 +172,7 @@ class AnnDataLoader:
         world_size: int | None = None,
         num_workers: int = 0,
         multiprocessing_context: Any = None,
+        load_indices: bool = False,
         **kwargs: Any,
     ) -> None:
         managers = (
@@ -209,6 +213,12 @@ class AnnDataLoader:
         self.num_workers = int(num_workers)
         self.multiprocessing_context = multiprocessing_context
         self.dtypes = _resolve_dtypes(self.adata_manager, data_and_attributes)
+        # A persisted encoding another registration replaced since (SCANVI re-encoding the
+        # labels SCVI registered, maybe in another process) is re-registered for this manager
+        # before its codes are read, and checked again after: codes never meet a mapping
+        # they were not written with.
+        for m in managers:
+            m.validate()
         dr = self.adata_manager.data_registry
         self.fetchers: dict[str, Any] = {
             k: concat_fetcher(
@@ -223,13 +233,20 @@ class AnnDataLoader:
             )
             for k in self.dtypes
         }
+        for m in managers:
+            m.check_encodings(f"while {type(self).__name__} read them")
         n_obs = sum(
             int(m.adata.n_obs if hasattr(m.adata, "n_obs") else m.adata.shape[0]) for m in managers
         )
         self.indices = _resolve_indices(indices, n_obs)
         if self.indices.size and np.any(np.diff(self.indices) <= 0):
             self.indices = np.unique(self.indices)
+        # Rank and world size given here are fixed; otherwise they are read from
+        # ``torch.distributed`` each time iteration starts, so a loader built before
+        # ``init_process_group`` (Lightning builds dataloaders first) still shards.
+        self._rank_arg, self._world_size_arg = rank, world_size
         rank, world_size = _distributed(rank, world_size)
+        self.load_indices = bool(load_indices)
         chunk = self._store_row_chunk()
         rows = DEFAULT_ROWS_PER_READ if rows_per_read is None else rows_per_read
         if rows <= 0:
@@ -249,9 +266,20 @@ class AnnDataLoader:
             rank=rank,
             world_size=world_size,
         )
-        self.epoch = 0
-        self._advance_epoch = False
+        # The epoch whose last batch this loader handed out, until the next epoch is chosen:
+        # then a plain re-iteration moves on, while an epoch set from outside (Lightning calls
+        # ``loader.sampler.set_epoch(e)``) is kept.
+        self._finished_epoch: int | None = None
         self._resume_pending = False
+
+    # Lightning's ``_is_dataloader_shuffled`` and ``_set_sampler_epoch`` look at these two; the
+    # sampler is the object whose ``set_epoch`` selects the order.
+    batch_sampler = None
+
+    @property
+    def epoch(self) -> int:
+        """The epoch the next (or current) iteration yields."""
+        return self.sampler.epoch
 
     def _store_row_chunk(self) -> int | None:
         for f in self.fetchers.values():
@@ -266,12 +294,18 @@ class AnnDataLoader:
         Without calls to ``set_epoch`` every completed pass moves on to the next epoch, so
         a plain ``for epoch in range(n): for batch in loader`` reshuffles each time.
         """
-        self.epoch = int(epoch)
-        self.sampler.set_epoch(self.epoch)
-        self._advance_epoch = False
+        self.sampler.set_epoch(int(epoch))
+        self._finished_epoch = None
 
     def __len__(self) -> int:
+        self._sync_distributed()
         return self.sampler.num_batches(max(1, self.num_workers))
+
+    def _sync_distributed(self) -> None:
+        """Take rank and world size from ``torch.distributed`` if it was initialised since."""
+        rank, world = _distributed(self._rank_arg, self._world_size_arg)
+        if (rank, world) != (self.sampler.rank, self.sampler.world_size):
+            self.sampler.rank, self.sampler.world_size = rank, world
 
     def state_dict(self) -> dict[str, Any]:
         """Picklable position: resuming yields exactly the batches not yet yielded."""
@@ -280,12 +314,12 @@ class AnnDataLoader:
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Resume from :meth:`state_dict`: the next iteration yields the rest of that epoch."""
         self.sampler.load_state_dict(state)
-        self.epoch = self.sampler.epoch
         self.seed = self.sampler.seed
         # A checkpoint taken after the last batch of an epoch resumes where an uninterrupted
         # loader would go on: with the next epoch, not by replaying the finished one.
-        self._advance_epoch = self.sampler.batches_yielded >= len(self)
-        self._resume_pending = not self._advance_epoch
+        done = self.sampler.batches_yielded >= len(self)
+        self._finished_epoch = self.sampler.epoch if done else None
+        self._resume_pending = not done
 
     # --- iteration -----------------------------------------------------------------------------
     def _pipeline(self, *, in_worker: bool) -> BatchPipeline:
@@ -302,20 +336,23 @@ class AnnDataLoader:
             pin_memory=self.pin_memory and not in_worker,
             num_threads=threads,
             prefetch=self.prefetch,
+            load_indices=self.load_indices,
         )
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        if self._advance_epoch:
-            self.set_epoch(self.epoch + 1)
-        n_batches = len(self)
+        if self._finished_epoch is not None and self._finished_epoch == self.sampler.epoch:
+            self.set_epoch(self.sampler.epoch + 1)
+        self._finished_epoch = None
+        n_batches = len(self)  # also takes rank and world size from torch.distributed
         resume, self._resume_pending = self._resume_pending, False
         if self.sampler.batches_yielded >= n_batches or not resume:
             # A new iterator starts the epoch from its first batch (as torch's DataLoader):
             # an earlier iterator left unfinished (``next(iter(loader))``) consumes nothing.
             # Only a state loaded with ``load_state_dict`` continues mid-epoch.
             self.sampler.load_state_dict(
-                {"epoch": self.epoch, "seed": self.seed, "batches_yielded": 0}
+                {"epoch": self.sampler.epoch, "seed": self.seed, "batches_yielded": 0}
             )
+
         if self.num_workers:
             from .workers import worker_loader
 
@@ -328,12 +365,17 @@ class AnnDataLoader:
             )
         else:
             batches = self._pipeline(in_worker=False).run(self.sampler.sample())
-        for batch in batches:
+        epoch = self.sampler.epoch
+        for batch in to_device_ahead(batches, self.device):
             # Counted before handing over: a checkpoint taken while the batch is in use
-            # must not replay it.
+            # must not replay it. The epoch counts as finished with its last batch, not when
+            # the iterator is exhausted: Lightning and ``islice(loader, len(loader))`` never
+            # ask for the batch after the last.
             self.sampler.advance(1)
-            yield {k: to_device(t, self.device) for k, t in batch.items()}
-        self._advance_epoch = True
+            if self.sampler.batches_yielded >= n_batches:
+                self._finished_epoch = epoch
+            yield batch
+        self._finished_epoch = epoch
 
 
 def _distributed(rank: int | None, world_size: int | None) -> tuple[int, int]:

@@ -25,6 +25,18 @@ from .fetch import RowFetcher
 from .pool import ArrayPool, pool_for
 from .rows import RowSet
 
+INDICES_KEY = "ind_x"  # scvi-tools' REGISTRY_KEYS.INDICES_KEY
+
+
+def run_cells(runs: np.ndarray) -> np.ndarray:
+    """The cell ids of ``[start, stop)`` runs, concatenated in order."""
+    runs = np.asarray(runs, dtype=np.int64).reshape(-1, 2)
+    lengths = runs[:, 1] - runs[:, 0]
+    offsets = np.cumsum(lengths) - lengths
+    ids = np.repeat(runs[:, 0] - offsets, lengths)
+    ids += np.arange(int(lengths.sum()), dtype=np.int64)
+    return ids
+
 
 @dataclass
 class BatchPipeline:
@@ -54,17 +66,25 @@ class BatchPipeline:
     pin_memory: bool
     num_threads: int
     prefetch: int
+    load_indices: bool = False
 
     def read_buffer(self, buffer: Buffer) -> RowSet:
         """Decode a buffer's runs in store order; its permutation is applied when collating."""
         blocks = {key: f.read_runs(buffer.runs) for key, f in self.fetchers.items()}
+        if self.load_indices:
+            blocks[INDICES_KEY] = run_cells(buffer.runs).reshape(-1, 1)
         return RowSet([(blocks, buffer.order)])
 
     def collate_rows(self, rows: RowSet, arrays: ArrayPool | None = None) -> dict[str, Any]:
-        return {
+        out = {
             key: collate(list(rows.blocks(key)), dtype, self.sparse, self.pin_memory, arrays)
             for key, dtype in self.dtypes.items()
         }
+        if self.load_indices:
+            out[INDICES_KEY] = collate(
+                list(rows.blocks(INDICES_KEY)), np.dtype(np.int64), False, self.pin_memory
+            )
+        return out
 
     def run(self, buffers: Iterator[Buffer]) -> Iterator[dict[str, Any]]:
         """Batches (dicts of CPU tensors) of ``buffers``, in order.

@@ -18,15 +18,21 @@ def build_field_registry(
     field: BaseAnnDataField,
     adata: Any,
     source_state: Mapping[str, Any] | None = None,
+    tokens: dict[str, str | None] | None = None,
     **transfer_kwargs: Any,
 ) -> FieldRegistry:
-    """Register (or transfer) one field; on stores reuse or persist its state."""
+    """Register (or transfer) one field; on stores reuse or persist its state.
+
+    ``tokens``, when given, receives the ownership token of every column the field's
+    persisted state was written with (``{"obs/_scvi_labels": token}``): the codes this
+    registration may read, whoever re-encodes the column later.
+    """
     if field.is_empty:
         state: dict = {}
     else:
         backing = backing_of(adata)
         if isinstance(backing, ZarrBacking):
-            state = _register_persisted(field, backing, source_state, transfer_kwargs)
+            state = _register_persisted(field, backing, source_state, transfer_kwargs, tokens)
         else:
             state = _register(field, adata, source_state, transfer_kwargs)
     return FieldRegistry(field.data_location(), state, field.get_summary_stats(state))
@@ -48,6 +54,7 @@ def _register_persisted(
     backing: ZarrBacking,
     source_state: Mapping[str, Any] | None,
     transfer_kwargs: dict[str, Any],
+    tokens: dict[str, str | None] | None = None,
 ) -> dict:
     root = backing.adata.group
     spec_id = field.spec_id(
@@ -58,6 +65,8 @@ def _register_persisted(
     cached = records.load_state(root, spec_id, inputs, outputs)
     if cached is not None:
         field.validate_field(backing.adata)  # cheap checks (keys, dtype, count sample) only
+        if tokens is not None:
+            tokens.update(records.field_tokens(root, spec_id))
         return cached
     if outputs and not backing.adata.writable:
         msg = (
@@ -73,6 +82,11 @@ def _register_persisted(
         root = backing.adata.group  # flush re-opened the store
         records.save_state(root, spec_id, field.registry_key, state, inputs, outputs)
         backing.mark_dirty()  # consolidated metadata must show the new record
+        if tokens is not None:
+            tokens.update(records.field_tokens(root, spec_id))
+    elif tokens is not None:
+        # Encoded in memory only (read-only store): nothing on disk may stand in for it.
+        tokens.update({f"{a}/{k}": None for a, k in outputs})
     return state
 
 

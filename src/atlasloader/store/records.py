@@ -168,6 +168,29 @@ def output_token(root: zarr.Group, attr_name: str, key: str | None) -> str | Non
     return root[path].attrs.get(TOKEN_ATTR)
 
 
+def current_tokens(root: zarr.Group, locations: list[str]) -> dict[str, str | None]:
+    """The ownership tokens the store holds now for ``"attr/key"`` locations.
+
+    Read from the store itself (not a cached handle), so a column another process replaced
+    since ``root`` was opened shows its new token.
+    """
+    now = zarr.open_group(store=root.store, path=root.path, mode="r", use_consolidated=False)
+    out: dict[str, str | None] = {}
+    for loc in locations:
+        attr_name, _, key = loc.partition("/")
+        try:
+            out[loc] = output_token(now, attr_name, key)
+        except (KeyError, FileNotFoundError):
+            out[loc] = None
+    return out
+
+
+def field_tokens(root: zarr.Group, spec_id: str) -> dict[str, str]:
+    """The output tokens a field's persisted record was written with."""
+    rec = read_meta(root)["fields"].get(spec_id) or {}
+    return dict(rec.get("outputs", {}))
+
+
 def stamp_output(root: zarr.Group, attr_name: str, key: str | None) -> str:
     token = uuid.uuid4().hex
     root[f"{attr_name}/{key}"].attrs[TOKEN_ATTR] = token
