@@ -68,6 +68,8 @@ def test_demo_trains_and_reports(tmp_path: Path, capsys, wide) -> None:
     assert re.search(r"\[epoch 1\] loss: -?\d+\.\d+", out)
     assert re.search(r"[\d,]+ cells/s", out)
     assert re.search(r"peak RSS \d+\.\d+ GB", out)
+    # scvi-tools is installed with the tests (extra "scvi"): the demo trains its own SCVI.
+    assert "trained scvi.model.SCVI (scvi-tools) for 1 epochs" in out
 
     # --path keeps the store; view then finds the registration the demo persisted.
     store = tmp_path / "atlas.zarr"
@@ -77,6 +79,16 @@ def test_demo_trains_and_reports(tmp_path: Path, capsys, wide) -> None:
     assert "SCVI" in view
     assert re.search(r"│\s+batch\s+│\s+adata\.obs\['_scvi_batch'\]\s+│", view)
     assert re.search(r"│\s+n_cells\s+│\s+3000\s+│", view)
+
+
+def test_demo_trains_the_example_model_on_request(capsys, wide) -> None:
+    rc = main(
+        ["demo", "--cells", "2000", "--genes", "100", "--epochs", "2", "--model", "poisson-ae"]
+    )
+    out = _plain(capsys.readouterr().out)
+    assert rc == 0
+    assert "trained atlasloader.model.PoissonAE (example model) for 2 epochs" in out
+    assert re.search(r"\[epoch 2\] loss: \d+\.\d+", out)
 
 
 def test_demo_nnz_must_fit_the_genes(capsys) -> None:

@@ -24,6 +24,8 @@ _LAZY = {
     "data": ".data",
     "model": ".model",
     "errors": ".errors",
+    "scvi": ".scvi",
+    "lightning": ".lightning",
 }
 
 __all__ = ["__version__", *sorted(_LAZY)]

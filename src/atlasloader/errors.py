@@ -66,3 +66,7 @@ class StaleRegistryError(InvalidDataError):
 
 class NotRegisteredError(AtlasLoaderError, AssertionError):
     """An AnnDataManager was used before ``register_fields``."""
+
+
+class MissingDependencyError(AtlasLoaderError, ImportError):
+    """An optional dependency (scvi-tools, lightning, ...) is needed but not installed."""

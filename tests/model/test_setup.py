@@ -14,7 +14,7 @@ import atlasloader
 from atlasloader import AnnDataLoader, AnnDataManager
 from atlasloader.errors import AtlasLoaderError, NotRegisteredError
 from atlasloader.fields import CategoricalObsField, LayerField
-from atlasloader.model import SCVI, SetupMixin
+from atlasloader.model import SCVI, PoissonAE, SetupMixin
 
 from .conftest import BACKINGS, seed_setup_adata, synthetic, write_store
 
@@ -61,9 +61,9 @@ STATE_ROWS = [
 ]
 
 
-def setup(adata) -> SCVI:
-    SCVI.setup_anndata(adata, **SETUP_KWARGS)
-    return SCVI(adata)
+def setup(adata, cls: type[SCVI] = SCVI) -> SCVI:
+    cls.setup_anndata(adata, **SETUP_KWARGS)
+    return cls(adata)
 
 
 @pytest.mark.parametrize("kind", BACKINGS)
@@ -252,7 +252,7 @@ def test_train_two_epochs_on_every_backing(on_backing) -> None:
     source = seed_setup_adata()
     histories = {}
     for kind in BACKINGS:
-        model = setup(on_backing(source, kind))
+        model = setup(on_backing(source, kind), PoissonAE)
         history = model.train(max_epochs=2, batch_size=64, seed=0)
         assert len(history) == 2
         assert all(math.isfinite(v) for v in history)
@@ -264,7 +264,7 @@ def test_train_two_epochs_on_every_backing(on_backing) -> None:
 
 
 def test_training_reduces_the_loss(on_backing) -> None:
-    model = setup(on_backing(seed_setup_adata(), "zarr3"))
+    model = setup(on_backing(seed_setup_adata(), "zarr3"), PoissonAE)
     history = model.train(max_epochs=6, batch_size=32, lr=1e-2, seed=0)
     assert history[-1] < history[0]
 
@@ -329,8 +329,8 @@ def test_setup_with_a_var_subset_trains_on_those_genes(tmp_path: Path) -> None:
     a = synthetic()
     a.var["highly_variable"] = np.arange(a.n_vars) % 4 == 0
     store = atlasloader.read_lazy(write_store(a, tmp_path / "hvg.zarr", zarr_format=3))
-    SCVI.setup_anndata(store, batch_key="batch", var_subset="highly_variable")
-    model = SCVI(store)
+    PoissonAE.setup_anndata(store, batch_key="batch", var_subset="highly_variable")
+    model = PoissonAE(store)
     assert model.summary_stats["n_vars"] == 25
     assert model.adata_manager.registry["setup_args"]["var_subset"] == "highly_variable"
     history = model.train(max_epochs=1, batch_size=128)

@@ -1,6 +1,13 @@
-"""Model-side helpers: the ``setup_anndata`` pattern and an example model."""
+"""Model-side helpers: the ``setup_anndata`` pattern, scvi-tools' registrations, an example model.
+
+``SCVI`` and ``SCANVI`` register data as scvi-tools' models do (their registries feed
+``scvi.model.SCVI(registry=...)``, see :mod:`atlasloader.scvi`); ``PoissonAE`` is a small
+example model that trains from the loader without scvi-tools.
+"""
 
 from .base import SetupMixin
+from .example import PoissonAE
+from .scanvi import SCANVI
 from .scvi import SCVI
 
-__all__ = ["SCVI", "SetupMixin"]
+__all__ = ["SCANVI", "SCVI", "PoissonAE", "SetupMixin"]

@@ -1,0 +1,9 @@
+"""Lightning integration: a ``LightningDataModule`` over atlasloader's loader.
+
+For models you bring yourself; scvi-tools' models use :mod:`atlasloader.scvi`, built on this.
+"""
+
+from .datamodule import DataModule, random_split
+from .loader import TrainLoader
+
+__all__ = ["DataModule", "TrainLoader", "random_split"]
