@@ -107,3 +107,20 @@ def test_shuffle_keeps_the_original_order(cli, inputs, tmp_path) -> None:
     assert list(adata.obs_names[:300]) != list(a.obs_names + "-0")
     restored = adata[original_order(dst)]
     np.testing.assert_array_equal(restored.X[:300].toarray(), a.X.toarray())
+
+
+def test_var_subset_writes_those_genes(cli, inputs, tmp_path) -> None:
+    full = tmp_path / "full.zarr"
+    assert cli("convert", inputs["a"], full, "-q").code == 0
+    assert cli("preprocess", full, "--n-top-genes", "10", "-q").code == 0
+    dst = tmp_path / "hvg.zarr"
+    result = cli("convert", full, dst, "--var-subset", "highly_variable")
+    assert result.code == 0, result.err
+    assert f"wrote {dst}: 300 cells x 10 genes" in result.out
+    ref = ad.read_zarr(full)
+    ref = ref[:, ref.var["highly_variable"].to_numpy()]
+    np.testing.assert_array_equal(ad.read_zarr(dst).X.toarray(), ref.X.toarray())
+    missing = cli("convert", full, tmp_path / "o.zarr", "--var-subset", "nope")
+    assert missing.code == 3
+    assert "'nope'" in missing.err
+    assert not (tmp_path / "o.zarr").exists()

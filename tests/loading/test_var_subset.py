@@ -107,7 +107,7 @@ def test_bad_subsets_name_the_column(tmp_path: Path) -> None:
         _register(data, "nope")
     with pytest.raises(InvalidDataError, match="'score' must be boolean"):
         _register(data, "score")
-    with pytest.raises(ShapeMismatchError, match="not_a_gene"):
+    with pytest.raises(MissingKeyError, match="not_a_gene"):
         _register(data, ["gene_1", "not_a_gene"])
     mem = ref.copy()
     mem.var["none"] = False

@@ -22,6 +22,7 @@ EXAMPLES = """\
   atlasloader convert a.h5ad b.h5ad c.zarr atlas.zarr                 # concatenated
   atlasloader convert a.h5ad b.h5ad atlas.zarr --join inner           # genes in every input
   atlasloader convert a.h5ad atlas.zarr --shuffle --seed 0 --overwrite
+  atlasloader convert atlas.zarr hvg.zarr --var-subset highly_variable   # only those genes
   atlasloader convert a.h5ad b.h5ad atlas.zarr --workers 4            # 4 local processes
   atlasloader convert a.h5ad atlas.zarr --scheduler tcp://10.0.0.5:8786 --quiet"""
 
@@ -51,6 +52,13 @@ def add_parser(sub: Any) -> None:
         default="exact",
         help="genes of several inputs: 'exact' needs the same genes in the same order (an "
         "error lists the differences), 'inner' keeps the genes in every input (default: exact)",
+    )
+    p.add_argument(
+        "--var-subset",
+        metavar="COLUMN",
+        default=None,
+        help="write only the genes where this boolean var column of the (first) input is True, "
+        "e.g. the highly_variable genes of `atlasloader preprocess --n-top-genes`",
     )
     p.add_argument(
         "--shuffle",
@@ -124,6 +132,7 @@ def run(args: argparse.Namespace, ui: Ui) -> int:
             args.src,
             args.dst,
             join=args.join,
+            var_subset=args.var_subset,
             shuffle=args.shuffle,
             seed=args.seed,
             overwrite=args.overwrite,

@@ -11,21 +11,9 @@ import pandas as pd
 import scipy.sparse as sp
 
 from .. import constants as C
-from ..errors import InvalidArgumentError, InvalidDataError, MissingKeyError, ShapeMismatchError
+from ..errors import InvalidArgumentError, ShapeMismatchError
+from ..store.genes import positions_of, subset_positions
 from .base import BaseAnnDataField
-
-
-def _positions_of(genes: list[str], var_names: np.ndarray, where: str) -> np.ndarray:
-    """Positions of ``genes`` (in their order) in ``var_names``; all must be there."""
-    pos = pd.Index(np.asarray(var_names).astype(str)).get_indexer(genes)
-    if (pos < 0).any():
-        missing = [g for g, p in zip(genes, pos) if p < 0]
-        msg = (
-            f"{len(missing)} gene(s) of the var_subset are not in {where}.var_names, e.g. "
-            f"{missing[:5]}; register with genes the data holds"
-        )
-        raise ShapeMismatchError(msg)
-    return pos.astype(np.int64)
 
 
 def is_nonnegative_integer(data: Any) -> bool:
@@ -151,27 +139,8 @@ class LayerField(BaseAnnDataField):
         }
 
     def _subset_positions(self, adata: Any, var_names: np.ndarray) -> np.ndarray:
-        subset = self.var_subset
-        if isinstance(subset, str):
-            if subset not in adata.var.columns:
-                msg = (
-                    f"var_subset column '{subset}' not found in adata.var; available columns: "
-                    f"{list(adata.var.columns)}. Run atlasloader.preprocess.preprocess(..., "
-                    "n_top_genes=...) to write 'highly_variable', or pass a list of genes"
-                )
-                raise MissingKeyError(msg)
-            values = np.asarray(adata.var[subset])
-            if values.dtype != bool:
-                msg = (
-                    f"var_subset column '{subset}' must be boolean (True for the genes to keep), "
-                    f"got dtype {values.dtype}"
-                )
-                raise InvalidDataError(msg)
-            cols = np.flatnonzero(values)
-            if cols.size == 0:
-                raise InvalidDataError(f"var_subset column '{subset}' selects no genes")
-            return cols
-        return _positions_of(list(subset or []), var_names, "adata")
+        var = adata.var if isinstance(self.var_subset, str) else pd.DataFrame(index=var_names)
+        return subset_positions(var, self.var_subset or [], "adata")
 
     def transfer_field(self, state_registry: dict, adata_target: Any, **kwargs: Any) -> dict:
         if self.COLUMN_INDICES_KEY in state_registry:
@@ -179,7 +148,7 @@ class LayerField(BaseAnnDataField):
             self.validate_field(adata_target)
             b = self.backing(adata_target)
             genes = [str(g) for g in state_registry[self.COLUMN_NAMES_KEY]]
-            cols = _positions_of(genes, b.var_names, "adata_target")
+            cols = positions_of(genes, b.var_names, "adata_target")
             state: dict[str, Any] = {self.N_OBS_KEY: b.n_obs, self.N_VARS_KEY: b.n_vars}
             state |= self._subset_state(b.var_names, cols)
             state[self.VAR_SUBSET_KEY] = state_registry.get(self.VAR_SUBSET_KEY)

@@ -1,10 +1,12 @@
 """``TrainLoader``: an :class:`~atlasloader.AnnDataLoader` whose checkpoint counts trained batches.
 
-Lightning's fit loop fetches one batch ahead of the training step, so when a checkpoint is
-taken after step ``k`` the loader has already handed out ``k + 1`` batches: resuming from the
-loader's own count would skip a batch. The data module tells this wrapper each time a
-training batch actually reaches the model (``on_before_batch_transfer``), and
-:meth:`TrainLoader.state_dict` reports that count instead.
+A checkpoint must resume after the last batch the model *trained on*, not the last one the
+loader handed out: a fit loop that fetches ahead (Lightning's prefetching of iterables without
+a length, a ``CombinedLoader``, a user's own loop) has taken more batches than it trained on.
+The data module tells this wrapper each time a training batch actually reaches the model
+(``on_before_batch_transfer``), and :meth:`TrainLoader.state_dict` reports that count. With
+Lightning 2.6 and a sized loader the two counts are equal (measured in
+``tests/lightning/test_resume.py``); counting the consumed batches keeps resume exact either way.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""``SCANVI``: scvi-tools' ``SCANVI.setup_anndata`` registration (labels with an unlabeled category).
+"""``SCANVI``: the registration of scvi-tools' ``SCANVI.setup_anndata`` (with unlabeled cells).
 
 Labels are encoded with the unlabeled category last, as scvi-tools does; SCVI sorts them. On a
 store both encodings live in ``obs/_scvi_labels``: each registry checks the column's ownership

@@ -6,6 +6,18 @@
 >>> model.train(max_epochs=20, datamodule=dm)  # doctest: +SKIP
 """
 
-from .datamodule import DataModule, check_registry, scvi_dtypes, scvi_registry
+from .datamodule import (
+    DataModule,
+    check_registry,
+    scanvi_from_scvi_model,
+    scvi_dtypes,
+    scvi_registry,
+)
 
-__all__ = ["DataModule", "check_registry", "scvi_dtypes", "scvi_registry"]
+__all__ = [
+    "DataModule",
+    "check_registry",
+    "scanvi_from_scvi_model",
+    "scvi_dtypes",
+    "scvi_registry",
+]

@@ -39,10 +39,7 @@ AUTO = "auto"
 
 def scvi_dtypes(manager: Any) -> dict[str, Any]:
     """scvi-tools' batch dtypes for the keys of ``manager``'s data registry."""
-    return {
-        key: np.int64 if key in _CATEGORICAL else np.float32
-        for key in manager.data_registry.keys()
-    }
+    return {key: np.int64 if key in _CATEGORICAL else np.float32 for key in manager.data_registry}
 
 
 def scvi_registry(manager: Any) -> dict[str, Any]:
@@ -80,7 +77,9 @@ class DataModule(_BaseDataModule):
         A store path or URL (``s3://...``), a :func:`~atlasloader.read_lazy` store, an
         in-memory AnnData, or a list of them loaded as one dataset (the first is registered,
         the others transferred onto it with ``extend_categories=True``).
-    layer, batch_key, labels_key, size_factor_key, categorical_covariate_keys, continuous_covariate_keys
+    layer, batch_key, labels_key, size_factor_key
+        See below and ``scvi.model.SCVI.setup_anndata``.
+    categorical_covariate_keys, continuous_covariate_keys
         As in ``scvi.model.SCVI.setup_anndata``. ``size_factor_key="auto"`` (the default)
         takes library sizes from the store when ``var_subset`` trains on some genes only and
         ``atlasloader preprocess`` wrote ``obs['total_counts']``: the minibatch sum over the
@@ -101,7 +100,8 @@ class DataModule(_BaseDataModule):
 
     Examples
     --------
-    >>> dm = DataModule("atlas.zarr", batch_key="batch", var_subset="highly_variable")  # doctest: +SKIP
+    >>> dm = DataModule("atlas.zarr", batch_key="batch", var_subset="highly_variable")
+    ... # doctest: +SKIP
     >>> model = scvi.model.SCVI(registry=dm.registry, n_latent=10)  # doctest: +SKIP
     >>> model.train(max_epochs=20, datamodule=dm)  # doctest: +SKIP
     >>> z = model.get_latent_representation(dataloader=dm.inference_dataloader())  # doctest: +SKIP
@@ -178,13 +178,37 @@ class DataModule(_BaseDataModule):
         managers = adata_manager if isinstance(adata_manager, list | tuple) else [adata_manager]
         check_registry(managers[-1])
         dm = _BaseDataModule.__new__(cls)
-        dm.unlabeled_category = managers[-1].registry.get(C.SETUP_ARGS_KEY, {}).get(
-            "unlabeled_category"
+        dm.unlabeled_category = (
+            managers[-1].registry.get(C.SETUP_ARGS_KEY, {}).get("unlabeled_category")
         )
         _BaseDataModule.__init__(
             dm, list(managers), data_and_attributes=scvi_dtypes(managers[-1]), **kwargs
         )
         return dm
+
+    def query(self, stores: Any, **kwargs: Any) -> _BaseDataModule:
+        """A data module over query stores mapped onto this (reference) registry.
+
+        Each query store is registered with ``transfer_fields(extend_categories=True)`` from
+        this module's manager (new batches are appended to the mapping, as scvi-tools'
+        ``load_query_data`` expects). Then::
+
+            qdm = dm.query("query.zarr")
+            q = scvi.model.SCVI.load_query_data(registry=qdm.registry,
+                                                reference_model=model, datamodule=qdm)
+            q.train(max_epochs=10, datamodule=qdm, plan_kwargs={"weight_decay": 0.0})
+        """
+        items = list(stores) if isinstance(stores, list | tuple) else [stores]
+        managers = [self.adata_manager]
+        for other in items:
+            managers.append(managers[-1].transfer_fields(_open(other), extend_categories=True))
+        settings = {
+            "batch_size": self.batch_size,
+            "seed": self.seed,
+            **self.loader_kwargs,
+            **kwargs,
+        }
+        return type(self).from_manager(managers[1:], **settings)
 
     # --- what scvi-tools reads -----------------------------------------------------------------
     @property
@@ -245,7 +269,9 @@ class DataModule(_BaseDataModule):
         mapping = list(
             self.adata_manager.get_state_registry(REGISTRY_KEYS.LABELS_KEY)["categorical_mapping"]
         )
-        return mapping.index(self.unlabeled_category) if self.unlabeled_category in mapping else None
+        return (
+            mapping.index(self.unlabeled_category) if self.unlabeled_category in mapping else None
+        )
 
     # --- batches --------------------------------------------------------------------------------
     def inference_dataloader(
@@ -304,3 +330,29 @@ def check_registry(manager: Any, required: Sequence[str] = _REQUIRED) -> None:
             "atlasloader.scvi.DataModule(store, batch_key=..., labels_key=...)"
         )
         raise MissingKeyError(msg)
+
+
+def scanvi_from_scvi_model(scvi_model: Any, datamodule: DataModule, **scanvi_kwargs: Any) -> Any:
+    """``scvi.model.SCANVI.from_scvi_model`` for a model trained from a data module.
+
+    scvi-tools 1.4.2's ``from_scvi_model`` builds the SCANVI model on the SCVI model's
+    registry, which has no unlabeled category, whatever ``registry`` is given; this builds it
+    on ``datamodule``'s SCANVI registry (``DataModule(..., unlabeled_category=...)``) with the
+    SCVI model's architecture and copies its weights, as ``from_scvi_model`` does.
+    """
+    import scvi
+
+    if datamodule.unlabeled_category is None:
+        msg = (
+            "the data module has no unlabeled_category: build it for SCANVI with "
+            "atlasloader.scvi.DataModule(store, labels_key=..., unlabeled_category='Unknown')"
+        )
+        raise InvalidArgumentError(msg)
+    scvi_model._check_if_trained(message="Passed in scvi model hasn't been trained yet.")
+    init = scvi_model.init_params_
+    params = {**init["non_kwargs"], **{k: v for d in init["kwargs"].values() for k, v in d.items()}}
+    params.update(scanvi_kwargs)
+    model = scvi.model.SCANVI(registry=datamodule.registry, datamodule=datamodule, **params)
+    model.module.load_state_dict(scvi_model.module.state_dict(), strict=False)
+    model.was_pretrained = True
+    return model

@@ -175,6 +175,22 @@ def join_var(names: list[pd.Index], paths: list[str], join: str, what: str = "va
     return VarJoin(common, tuple(None if _identity(c, len(n)) else c for c, n in zip(cols, names)))
 
 
+def restrict_var(var: VarJoin, first_var: pd.DataFrame, subset: Any, path: str) -> VarJoin:
+    """Keep only the joined genes ``subset`` selects (a boolean column of the first input's
+    ``var`` or gene names), in their order; every input's columns follow."""
+    from .genes import subset_positions
+
+    joined = first_var if var.columns[0] is None else first_var.iloc[var.columns[0]]
+    joined = joined.set_axis(var.names)
+    keep = subset_positions(joined, subset, where=f"{path!r}: adata")
+    n = len(var.names)
+    columns = []
+    for cols in var.columns:
+        picked = (np.arange(n, dtype=np.int64) if cols is None else cols)[keep]
+        columns.append(None if _identity(picked, n) else picked)
+    return VarJoin(var.names[keep], tuple(columns))
+
+
 def _common(names: list[pd.Index]) -> pd.Index:
     keep = np.ones(len(names[0]), dtype=bool)
     for other in names[1:]:

@@ -32,7 +32,15 @@ from ..errors import InvalidArgumentError, InvalidDataError, InvalidTypeError
 from ._convert_dask import Progress, run
 from ._convert_inspect import layout_of, original_order
 from ._convert_obs import POSITION_KEY, SOURCE_KEY, check_new_columns, concat_rows, n_obs, write_obs
-from ._convert_plan import Elements, MatrixJob, VarJoin, check_join, join_var, plan_elements
+from ._convert_plan import (
+    Elements,
+    MatrixJob,
+    VarJoin,
+    check_join,
+    join_var,
+    plan_elements,
+    restrict_var,
+)
 from ._convert_safety import (
     PARTIAL_ENCODING,
     check_target,
@@ -66,6 +74,7 @@ class _Settings:
     shuffle: bool
     seed: int
     source_key: str | None
+    var_subset: str | list[str] | None = None
 
 
 def convert(
@@ -76,6 +85,7 @@ def convert(
     shuffle: bool = False,
     seed: int = 0,
     source_key: str | None = SOURCE_KEY,
+    var_subset: str | Sequence[str] | None = None,
     chunk_rows: int | None = None,
     shard_rows: int | None = None,
     codec: str | None = "lz4",
@@ -138,6 +148,13 @@ def convert(
         of about the size of the largest matrix, removed as it is written.
     seed
         Non-negative integer seeding the permutation (``numpy.random.default_rng(seed)``).
+    var_subset
+        Write only some genes: the name of a boolean ``var`` column of the (first) input, e.g.
+        the ``"highly_variable"`` genes :func:`atlasloader.preprocess.preprocess` marked, or a
+        list of gene names (written in that order). ``X``, layers, ``var``, ``varm`` and
+        ``varp`` keep those genes; ``raw`` (all genes by definition) is carried whole. A
+        store of the genes a model trains on reads several times fewer bytes per cell than
+        ``LayerField(var_subset=...)`` selecting them from the full matrix at every batch.
     source_key
         Name of the obs column recording each cell's input, written with two inputs or more;
         None to not write it. An input that already has that column raises.
@@ -194,7 +211,7 @@ def convert(
     """
     opts = _options(chunk_rows, shard_rows, codec, block_rows)
     paths = _input_paths(src)
-    settings = _settings(join, shuffle, seed, source_key)
+    settings = _settings(join, shuffle, seed, source_key, var_subset)
     if is_url(dst) and not str(dst).startswith("file://"):
         msg = f"dst must be a local path (the store is renamed into place), got {str(dst)!r}"
         raise InvalidArgumentError(msg)
@@ -242,7 +259,9 @@ def _input_paths(src: Any) -> list[str]:
     return paths
 
 
-def _settings(join: Any, shuffle: Any, seed: Any, source_key: Any) -> _Settings:
+def _settings(
+    join: Any, shuffle: Any, seed: Any, source_key: Any, var_subset: Any = None
+) -> _Settings:
     from ..data._model import check_int
 
     if not isinstance(shuffle, bool | np.bool_):
@@ -258,7 +277,17 @@ def _settings(join: Any, shuffle: Any, seed: Any, source_key: Any) -> _Settings:
                 "or reserved); choose another name"
             )
             raise InvalidArgumentError(msg)
-    return _Settings(check_join(join), bool(shuffle), check_int("seed", seed, 0), source_key)
+    if var_subset is not None and not isinstance(var_subset, str):
+        if not isinstance(var_subset, Sequence) or not len(var_subset):
+            msg = (
+                "var_subset must be a boolean var column's name or a non-empty list of gene "
+                f"names, got {var_subset!r}"
+            )
+            raise InvalidArgumentError(msg)
+        var_subset = [str(g) for g in var_subset]
+    return _Settings(
+        check_join(join), bool(shuffle), check_int("seed", seed, 0), source_key, var_subset
+    )
 
 
 def _options(
@@ -297,6 +326,8 @@ def _write_store(
         warnings.filterwarnings("ignore", category=UserWarning, module="zarr")
         warnings.filterwarnings("ignore", "Consolidated metadata", UserWarning)
         var = join_var([s.read_elem("var").index for s in sources], paths, settings.join)
+        if settings.var_subset is not None:
+            var = restrict_var(var, sources[0].read_elem("var"), settings.var_subset, paths[0])
         elements = plan_elements(sources, var, settings.join, shuffle=settings.shuffle,
                                  paths=paths)  # fmt: skip
         sizes = [n_obs(s) for s in sources]
@@ -327,12 +358,12 @@ def _write_store(
                 )
         # Written last: only now does the store claim to be AnnData (replaces the owner).
         attrs: dict[str, Any] = dict(ROOT_ATTRS)
-        if not single or settings.shuffle:
+        if not single or settings.shuffle or settings.var_subset is not None:
             attrs[PROVENANCE_ATTR] = {
                 "encoding-type": PROVENANCE_ATTR, "encoding-version": "0.1.0",
                 "inputs": paths, "n_obs": sizes, "join": settings.join,
                 "shuffle": settings.shuffle, "seed": settings.seed if settings.shuffle else None,
-                "source_key": source_key,
+                "source_key": source_key, "var_subset": settings.var_subset,
                 "position_key": POSITION_KEY if settings.shuffle else None,
             }  # fmt: skip
         root.attrs.put(attrs)
