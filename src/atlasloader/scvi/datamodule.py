@@ -194,8 +194,7 @@ class DataModule(_BaseDataModule):
         ``load_query_data`` expects). Then::
 
             qdm = dm.query("query.zarr")
-            q = scvi.model.SCVI.load_query_data(registry=qdm.registry,
-                                                reference_model=model, datamodule=qdm)
+            q = scvi.model.SCVI.load_query_data(registry=qdm.registry, reference_model=model)
             q.train(max_epochs=10, datamodule=qdm, plan_kwargs={"weight_decay": 0.0})
         """
         items = list(stores) if isinstance(stores, list | tuple) else [stores]
