@@ -60,6 +60,11 @@ class CorruptChunkError(StoreError, ValueError):
     """A chunk of a stored array cannot be read or decoded."""
 
 
+class RemoteStoreError(StoreError):
+    """An object of a remote store cannot be fetched: access denied, bucket or endpoint missing,
+    or a transient failure (5xx, timeout, dropped connection) that outlasted every retry."""
+
+
 class StaleRegistryError(InvalidDataError):
     """A persisted registration no longer matches the data in the store."""
 

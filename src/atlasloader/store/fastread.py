@@ -1,4 +1,4 @@
-"""Direct chunk reads of local Zarr arrays: many small row ranges, little Python per chunk.
+"""Direct chunk reads of Zarr arrays (local or remote): many small row ranges, little Python each.
 
 zarr-python spends tens of microseconds of Python per chunk (selection planning, codec pipeline,
 event-loop round trip) and serialises that work on the GIL, so reading small random runs of rows
@@ -9,13 +9,17 @@ local filesystem whose codecs we understand, :class:`ChunkReader` computes the c
 ``os.pread``-s exactly the bytes of the needed chunks (inner chunks of shards included), and decodes
 them with numcodecs, which releases the GIL, so several threads can decode in parallel.
 
-Anything else (remote stores, filters and array-to-array codecs, big-endian data, chunking across
-the trailing axes...) falls back transparently to zarr-python; :attr:`ChunkReader.fast` says which
-path a reader takes and :attr:`ChunkReader.fallback_reason` why.
+Remote stores (``s3://``, ``gs://``, ``http(s)://`` through fsspec, or obstore) take the same plan:
+the chunks of a read become concurrent ranged GETs (:mod:`.remoteread`), near inner chunks of a
+shard one request, each decoded as it arrives. Anything else (wrapped stores, filters and
+array-to-array codecs, big-endian data, chunking across the trailing axes...) falls back
+transparently to zarr-python; :attr:`ChunkReader.fast` says which path a reader takes and
+:attr:`ChunkReader.fallback_reason` why.
 
 The reader assumes the array is not resized while it is in use (shape and chunking are read once).
-Chunk and shard files may be rewritten: shard indices are cached keyed by the file's inode, size and
-modification time, and files are opened anew on every call.
+Local chunk and shard files may be rewritten: shard indices are cached keyed by the file's inode,
+size and modification time, and files are opened anew on every call. Remote shard indices are
+cached for the reader's lifetime (objects have no cheap modification stamp).
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ import zarr
 from zarr.storage import LocalStore
 
 from ..errors import CorruptChunkError, InvalidArgumentError
+from .remoteread import RangeRequest, RemoteFetcher, is_remote_store, object_url
 
 try:  # numcodecs only defines CRC32C when a crc32c implementation is installed.
     from numcodecs.checksum32 import CRC32C as _CRC32C
@@ -52,6 +57,11 @@ _MISSING = np.uint64(2**64 - 1)
 # Largest single pread when coalescing consecutive inner chunks of a shard: big enough that the
 # syscall cost vanishes, small enough that one call never holds a huge raw buffer.
 _MAX_SPAN_BYTES = 4 << 20
+# Remote stores: inner chunks of one shard closer than this in the object are fetched with one
+# ranged GET (the bytes in between are discarded; a request costs far more than 256 KiB on a
+# link with tens of milliseconds of latency), up to _REMOTE_SPAN_BYTES per request.
+_REMOTE_GAP_BYTES = 256 << 10
+_REMOTE_SPAN_BYTES = 16 << 20
 # Dtype kinds whose bytes we can reinterpret directly (bool, ints, unsigned, floats, complex).
 _DTYPE_KINDS = "biufc"
 # numcodecs compressors of Zarr v2 arrays that are plain bytes -> bytes transforms.
@@ -170,7 +180,8 @@ def _bytes_codec_ok(spec: dict[str, Any], dtype: np.dtype) -> None:
 class _Layout:
     """Everything needed to find and decode a chunk, fixed at construction."""
 
-    directory: str  # the array's directory on disk
+    directory: str  # the array's directory on disk; on a remote store its key prefix
+    remote: bool  # chunks are objects of a remote store, fetched through remoteread
     key_prefix: str  # chunk key of row-chunk i = key_prefix + str(i) + key_suffix
     key_suffix: str
     chunk_rows: int  # rows per (inner) chunk
@@ -226,8 +237,10 @@ def _trailing_in_one_chunk(shape: tuple[int, ...], chunks: tuple[int, ...], what
 
 def _layout(array: zarr.Array) -> _Layout:
     store = array.store
-    if type(store) is not LocalStore:  # wrappers (logging, latency...) may change the bytes
-        raise _Unsupported(f"store {type(store).__name__} is not a local filesystem store")
+    remote = is_remote_store(store)
+    if type(store) is not LocalStore and not remote:
+        # Wrappers (logging, latency, caching...) may change the bytes or count the calls.
+        raise _Unsupported(f"store {type(store).__name__} is not a local or remote object store")
     if sys.byteorder != "little":
         raise _Unsupported("big-endian host")
     shape = tuple(int(s) for s in array.shape)
@@ -236,9 +249,12 @@ def _layout(array: zarr.Array) -> _Layout:
     dtype = np.dtype(array.dtype)
     if dtype.kind not in _DTYPE_KINDS or dtype.byteorder == ">" or dtype.hasobject:
         raise _Unsupported(f"dtype {dtype}")
-    # Absolute, so a later change of working directory cannot redirect reads.
     parts = [p for p in array.path.split("/") if p]
-    directory = os.path.abspath(os.path.join(str(store.root), *parts))
+    if remote:
+        directory = "/".join(parts)
+    else:
+        # Absolute, so a later change of working directory cannot redirect reads.
+        directory = os.path.abspath(os.path.join(str(store.root), *parts))
     meta: Any = array.metadata
 
     shard_chunks, index_at_end, index_nbytes, index_crc = 0, True, 0, False
@@ -288,6 +304,7 @@ def _layout(array: zarr.Array) -> _Layout:
     chunk_nbytes = math.prod(chunk_shape) * dtype.itemsize
     return _Layout(
         directory=directory,
+        remote=remote,
         key_prefix=prefix,
         key_suffix=suffix,
         chunk_rows=chunk_shape[0],
@@ -320,7 +337,10 @@ class ChunkReader:
 
     Notes
     -----
-    Direct reads need a :class:`zarr.storage.LocalStore`, Zarr format 3 with a little-endian
+    Direct reads need a :class:`zarr.storage.LocalStore` (``os.pread`` of the chunk files) or a
+    remote ``FsspecStore`` / ``ObjectStore`` (concurrent ranged GETs through
+    :mod:`atlasloader.store.remoteread`, shard indices cached, near inner chunks of a shard
+    coalesced into one request), Zarr format 3 with a little-endian
     ``bytes`` codec followed by any of ``blosc``, ``zstd``, ``gzip``, ``crc32c`` (optionally inside
     ``sharding_indexed`` with a ``bytes`` [+ ``crc32c``] index at either end), or Zarr format 2
     with no filters, C order and a Blosc, Zstd, GZip, Zlib or no compressor. Everything else is
@@ -350,6 +370,9 @@ class ChunkReader:
         # Zarr v2 allows a null fill value; zarr-python then reads missing chunks as zeros.
         self._fill = np.zeros((), self.dtype) if fill is None else np.asarray(fill, self.dtype)
         self._where = f"{array.store}/{array.path}" if array.path else str(array.store)
+        self._remote: RemoteFetcher | None = None
+        if self._layout is not None and self._layout.remote:
+            self._remote = RemoteFetcher(array.store, self._where)
         self._init_cache()
 
     def _init_cache(self) -> None:
@@ -508,7 +531,9 @@ class ChunkReader:
                 d, a = d_list[p], a_list[p]
                 out[d : d + b_list[p] - a] = decoded[a : b_list[p]]
 
-        if lay.shard_chunks:
+        if lay.remote:
+            self._read_remote(lay, uniq, place)
+        elif lay.shard_chunks:
             self._read_shards(lay, uniq, place)
         else:
             self._read_chunk_files(lay, uniq, place)
@@ -648,12 +673,160 @@ class ChunkReader:
             raise self._corrupt(path, chunk_index, str(exc)) from exc
         return arr.reshape(lay.chunk_shape) if len(lay.chunk_shape) > 1 else arr
 
+    # --- remote stores ------------------------------------------------------------------------
+    def _key(self, lay: _Layout, n: int) -> str:
+        name = f"{lay.key_prefix}{n}{lay.key_suffix}"
+        return f"{lay.directory}/{name}" if lay.directory else name
+
+    def _read_remote(
+        self, lay: _Layout, uniq: np.ndarray, place: Callable[[int, np.ndarray | None], None]
+    ) -> None:
+        """All the chunks of one read as concurrent ranged GETs, decoded as they arrive."""
+        assert self._remote is not None
+        requests: list[RangeRequest] = []
+        # Per request: (chunk group, offset in the response, encoded size or -1: all, chunk).
+        pieces: list[list[tuple[int, int, int, int]]] = []
+        if not lay.shard_chunks:
+            for g, ci in enumerate(uniq.tolist()):
+                requests.append(RangeRequest(self._key(lay, ci)))
+                pieces.append([(g, 0, -1, ci)])
+        else:
+            n = lay.shard_chunks
+            shard = uniq // n
+            inner = uniq - shard * n
+            bounds = np.flatnonzero(np.diff(shard)) + 1
+            groups = list(
+                zip(
+                    np.concatenate(([0], bounds)).tolist(),
+                    np.concatenate((bounds, [uniq.size])).tolist(),
+                )
+            )
+            indices = self._remote_indices(lay, [int(shard[s0]) for s0, _ in groups])
+            for s0, s1 in groups:
+                si = int(shard[s0])
+                index = indices[si]
+                if index is None:  # the shard object does not exist: every chunk is the fill
+                    for g in range(s0, s1):
+                        place(g, None)
+                    continue
+                self._plan_spans(lay, si, s0, inner[s0:s1], index, place, requests, pieces)
+        for i, raw in self._remote.iter_fetch(requests):
+            req = requests[i]
+            if raw is None:
+                if req.start is None:  # a chunk object never written: the fill value
+                    place(pieces[i][0][0], None)
+                    continue
+                reason = "the shard object disappeared while it was being read"
+                raise self._corrupt(
+                    f"object {object_url(self.array.store, req.key)}", pieces[i][0][3], reason
+                )
+            if req.start is not None and len(raw) != int(req.end or 0) - req.start:
+                ci = pieces[i][0][3]
+                reason = (
+                    f"object truncated: {len(raw)} of {int(req.end or 0) - req.start} bytes at "
+                    f"offset {req.start} (the shard index points past the object's end)"
+                )
+                raise self._corrupt(f"object {object_url(self.array.store, req.key)}", ci, reason)
+            mv = memoryview(raw)
+            for g, a, nb, ci in pieces[i]:
+                chunk = mv if nb < 0 else mv[a : a + nb]
+                place(
+                    g,
+                    self._decode(lay, chunk, f"object {object_url(self.array.store, req.key)}", ci),
+                )
+
+    def _plan_spans(
+        self,
+        lay: _Layout,
+        shard: int,
+        g0: int,
+        ids: np.ndarray,
+        index: np.ndarray,
+        place: Callable[[int, np.ndarray | None], None],
+        requests: list[RangeRequest],
+        pieces: list[list[tuple[int, int, int, int]]],
+    ) -> None:
+        """Ranged requests for the inner chunks ``ids`` of one shard, near ones coalesced."""
+        off = index[ids, 0]
+        nb = index[ids, 1]
+        missing = (off == _MISSING) & (nb == _MISSING)
+        for q in np.flatnonzero(missing).tolist():
+            place(g0 + q, None)
+        present = np.flatnonzero(~missing)
+        if present.size == 0:
+            return
+        order = present[np.argsort(off[present], kind="stable")]
+        off_l = off[order].astype(np.int64).tolist()
+        nb_l = nb[order].astype(np.int64).tolist()
+        q_l = order.tolist()
+        key = self._key(lay, shard)
+        base = shard * lay.shard_chunks
+        ids_l = ids.tolist()
+        start = end = -1
+        span: list[tuple[int, int, int, int]] = []
+        for q, o, b in zip(q_l, off_l, nb_l):
+            if span and (o - end > _REMOTE_GAP_BYTES or o + b - start > _REMOTE_SPAN_BYTES):
+                requests.append(RangeRequest(key, start, end))
+                pieces.append(span)
+                span = []
+            if not span:
+                start = end = o
+            span.append((g0 + q, o - start, b, base + ids_l[q]))
+            end = max(end, o + b)
+        requests.append(RangeRequest(key, start, end))
+        pieces.append(span)
+
+    def _remote_indices(self, lay: _Layout, shards: list[int]) -> dict[int, np.ndarray | None]:
+        """The shard indices of ``shards`` (None: no such object), fetched together when new.
+
+        Cached for the reader's lifetime: remote objects have no cheap modification stamp, and
+        the reader assumes the array is not rewritten while it is in use.
+        """
+        assert self._remote is not None
+        found: dict[int, np.ndarray | None] = {}
+        with self._index_lock:
+            for si in shards:
+                hit = self._index_cache.get(si)
+                if hit is not None:
+                    found[si] = hit[1]
+        need = [si for si in shards if si not in found]
+        if not need:
+            return found
+        nbytes = lay.index_nbytes
+        where = (-nbytes, None) if lay.index_at_end else (0, nbytes)
+        requests = [RangeRequest(self._key(lay, si), *where) for si in need]
+        for si, raw in zip(need, self._remote.fetch(requests)):
+            key = f"object {object_url(self.array.store, self._key(lay, si))}"
+            if raw is None:
+                found[si] = None
+                continue
+            if len(raw) < lay.index_nbytes:
+                reason = f"object of {len(raw)} bytes is shorter than its index ({nbytes})"
+                raise self._corrupt_shard(lay, key, si, reason)
+            try:
+                if lay.index_crc:
+                    raw = bytes(_decode_crc32c(raw, None))
+                index = np.frombuffer(raw, dtype="<u8").reshape(lay.shard_chunks, 2)
+            except Exception as exc:
+                reason = f"shard index unreadable ({exc})"
+                raise self._corrupt_shard(lay, key, si, reason) from exc
+            found[si] = index
+        with self._index_lock:
+            cache = self._index_cache
+            for si in need:
+                index = found[si]
+                if index is not None:
+                    cache[si] = ((0, 0, 0), index)
+            while len(cache) > self.index_cache_size:
+                del cache[next(iter(cache))]
+        return found
+
     def _corrupt(self, path: str, chunk_index: int, reason: str) -> CorruptChunkError:
         # chunk_index counts chunks along the first axis (inner chunks for sharded arrays).
         msg = (
             f"chunk {chunk_index} of array {self.array.name!r} (in {self._where}) cannot be read "
-            f"from file {path}: {reason}. The store is damaged; re-create it or restore it from "
-            "a backup."
+            f"from {_named(path)}: {reason}. The store is damaged; re-create it or restore it "
+            "from a backup."
         )
         return CorruptChunkError(msg)
 
@@ -661,7 +834,12 @@ class ChunkReader:
         first = shard * lay.shard_chunks
         msg = (
             f"shard {shard} (chunks {first}..{first + lay.shard_chunks - 1}) of array "
-            f"{self.array.name!r} (in {self._where}) cannot be read from file {path}: {reason}. "
+            f"{self.array.name!r} (in {self._where}) cannot be read from {_named(path)}: {reason}. "
             "The store is damaged; re-create it or restore it from a backup."
         )
         return CorruptChunkError(msg)
+
+
+def _named(path: str) -> str:
+    """``object <key>`` for remote objects, ``file <path>`` for local files."""
+    return path if path.startswith("object ") else f"file {path}"
