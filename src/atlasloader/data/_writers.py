@@ -23,7 +23,9 @@ EMPTY_ELEMS = ("layers", "obsm", "obsp", "varm", "varp", "uns")
 CODECS = ("lz4", "zstd", None)
 # h5py ships no lz4/zstd filter: use the nearest built-in one (fast 'lzf', strong 'gzip').
 H5_CODECS = {"lz4": "lzf", "zstd": "gzip", None: None}
-INDPTR_CHUNK = 1 << 16
+# Row pointers per indptr chunk: small, so that a loader reading the pointers of a few random
+# runs per buffer decodes 32 KB per run, not the whole array (see store/matrix.py).
+INDPTR_CHUNK = 1 << 12
 _WORKERS = max(1, min(4, os.cpu_count() or 1))  # tile-generating threads
 
 

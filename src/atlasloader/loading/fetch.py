@@ -1,8 +1,9 @@
 """Row fetchers: read the rows of one registry key for a buffer of row runs.
 
 ``X``/layers of a store are read run by run straight from Zarr (never dask). Per-cell columns
-(encoded categoricals, covariates, size factors) are small (a few bytes per cell) and are read
-once into memory; ``X`` never is.
+(encoded categoricals, covariates, size factors) are a few bytes per cell: read once into memory
+for stores of up to ``WHOLE_READ_MAX_ROWS`` cells, per buffer (only its runs' rows, through the
+chunk reader) beyond, so the loader's memory does not grow with the number of cells.
 """
 
 from __future__ import annotations
@@ -12,9 +13,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
+import zarr
 
 from ..errors import InvalidTypeError
+from ..store import matrix as _matrix
 from ..store.csr import select_columns
+from ..store.fastread import ChunkReader
 from ..store.lazy import LazyAnnData
 from ..store.matrix import LazyMatrix
 
@@ -65,6 +69,51 @@ class RowFetcher:
         return self.memory[rows]
 
 
+class ColumnFetcher:
+    """A per-cell 1-D array of a store read per buffer: ``(rows, 1)`` blocks of its runs."""
+
+    lazy = None
+    memory = None
+    is_sparse = False
+    n_cols = 1
+
+    def __init__(self, array: zarr.Array, where: str) -> None:
+        self.where = where
+        self.reader = ChunkReader(array)
+        self.n_rows = int(array.shape[0])
+        self.dtype = np.dtype(array.dtype)
+
+    @property
+    def on_disk(self) -> bool:
+        return True
+
+    def read_runs(self, runs: np.ndarray) -> np.ndarray:
+        runs = np.asarray(runs, dtype=np.int64).reshape(-1, 2)
+        return self.reader.read_many(runs).reshape(-1, 1)
+
+    def read_rows(self, rows: np.ndarray) -> np.ndarray:
+        rows = np.asarray(rows, dtype=np.int64)
+        order = np.argsort(rows, kind="stable")
+        block = self.reader.read_many(np.stack([rows[order], rows[order] + 1], axis=1))
+        out = np.empty_like(block)
+        out[order] = block
+        return out.reshape(-1, 1)
+
+
+def _per_buffer_column(group: zarr.Group, key: str) -> zarr.Array | None:
+    """The stored array of obs column ``key`` when it should be read per buffer, else None."""
+    node = group.get(key)
+    if isinstance(node, zarr.Group) and node.attrs.get("encoding-type") == "categorical":
+        node = node.get("codes")
+    if not isinstance(node, zarr.Array) or node.ndim != 1:
+        return None  # nullable columns (values + mask), strings...: read whole
+    if node.shape[0] <= _matrix.WHOLE_READ_MAX_ROWS or node.chunks[0] > _matrix.RUN_READ_MAX_CHUNK:
+        return None
+    if np.dtype(node.dtype).kind not in "biuf":
+        return None
+    return node
+
+
 def _as_memory(source: Any, where: str) -> Any:
     if isinstance(source, pd.DataFrame):
         return source.to_numpy()
@@ -80,17 +129,30 @@ def _as_memory(source: Any, where: str) -> Any:
         raise InvalidTypeError(f"cannot load {where} of type {type(source).__name__}") from e
 
 
-def fetcher_for(adata: Any, attr_name: str, attr_key: str | None) -> RowFetcher:
+def fetcher_for(adata: Any, attr_name: str, attr_key: str | None) -> RowFetcher | ColumnFetcher:
     """The fetcher for ``adata.<attr_name>[attr_key]`` on either backing."""
     where = f"adata.{attr_name}" + ("" if attr_key is None else f"['{attr_key}']")
     if isinstance(adata, LazyAnnData):
         if attr_name == "X":
             return RowFetcher(adata.X, where)
         if attr_name == "obs":
-            return RowFetcher(adata.obs.column(attr_key or "").values, where)
+            column = adata.obs.column(attr_key or "")  # checks the key, names what exists
+            node = _per_buffer_column(adata.obs._group, attr_key or "")
+            if node is not None:
+                return ColumnFetcher(node, where)
+            return RowFetcher(column.values, where)
         value = getattr(adata, attr_name)[attr_key]
-        if isinstance(value, LazyMatrix) and attr_name == "obsm" and value.shape[1] < 4096:
-            # Per-cell covariates: small, read once rather than per buffer.
+        if (
+            isinstance(value, LazyMatrix)
+            and attr_name == "obsm"
+            and value.shape[1] < 4096
+            and (
+                value.shape[0] <= _matrix.WHOLE_READ_MAX_ROWS
+                or value.row_chunk > _matrix.RUN_READ_MAX_CHUNK
+            )
+        ):
+            # Per-cell covariates of a small store (or chunked too coarsely for per-buffer
+            # reads): read once rather than per buffer.
             return RowFetcher(value.to_memory(), where)
         return RowFetcher(value, where)
     if attr_name == "X":
@@ -139,10 +201,13 @@ class ColumnSubset:
         )
 
 
-def subset_columns(fetcher: RowFetcher, cols: np.ndarray | None) -> Any:
+def subset_columns(fetcher: RowFetcher | ColumnFetcher, cols: np.ndarray | None) -> Any:
     """``fetcher`` restricted to ``cols`` (``None``: unchanged); in-memory data is cut once."""
     if cols is None:
         return fetcher
+    if isinstance(fetcher, ColumnFetcher):
+        msg = f"{fetcher.where} is a single column: a column subset does not apply to it"
+        raise InvalidTypeError(msg)
     if not fetcher.on_disk:
         return RowFetcher(fetcher.memory[:, np.asarray(cols, dtype=np.int64)], fetcher.where)
     return ColumnSubset(fetcher, cols)

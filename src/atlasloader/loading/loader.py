@@ -238,9 +238,11 @@ class AnnDataLoader:
         n_obs = sum(
             int(m.adata.n_obs if hasattr(m.adata, "n_obs") else m.adata.shape[0]) for m in managers
         )
-        self.indices = _resolve_indices(indices, n_obs)
-        if self.indices.size and np.any(np.diff(self.indices) <= 0):
-            self.indices = np.unique(self.indices)
+        selection: np.ndarray | None = None  # None: every cell, kept as a range
+        if indices is not None:
+            selection = _resolve_indices(indices, n_obs)
+            if selection.size and np.any(np.diff(selection) <= 0):
+                selection = np.unique(selection)
         # Rank and world size given here are fixed; otherwise they are read from
         # ``torch.distributed`` each time iteration starts, so a loader built before
         # ``init_process_group`` (Lightning builds dataloaders first) still shards.
@@ -254,7 +256,8 @@ class AnnDataLoader:
         if chunk and chunk % rows and rows < chunk:
             rows = max(d for d in range(1, rows + 1) if chunk % d == 0)  # never straddle a chunk
         self.sampler = ChunkShuffleSampler(
-            self.indices,
+            selection,
+            n_obs=n_obs,
             batch_size=self.batch_size,
             read_rows=rows,
             reads_per_buffer=(
@@ -275,6 +278,12 @@ class AnnDataLoader:
     # Lightning's ``_is_dataloader_shuffled`` and ``_set_sampler_epoch`` look at these two; the
     # sampler is the object whose ``set_epoch`` selects the order.
     batch_sampler = None
+
+    @property
+    def indices(self) -> np.ndarray:
+        """The selected cell ids, sorted and unique (built on first use when all are selected:
+        the loader itself keeps a selection of every cell as a range, not 8 bytes per cell)."""
+        return self.sampler.indices
 
     @property
     def epoch(self) -> int:

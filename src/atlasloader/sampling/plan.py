@@ -24,6 +24,7 @@ from __future__ import annotations
 import operator
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Generic, TypeVar
 
 import numpy as np
@@ -391,10 +392,17 @@ class RunTable:
     ``read_rows``-aligned chunk of cell ids. For a full range of cells every run is one
     contiguous read of ``read_rows`` rows (except at the ends).
 
+    All cells (or any range of ids) are held as the range itself: no per-cell array exists
+    unless :attr:`indices` is asked for, so a 10^8-cell store costs its runs' bounds only
+    (8 bytes per ``read_rows`` cells).
+
     Attributes
     ----------
-    indices
-        Sorted unique int64 cell ids (read-only view).
+    ids
+        Sorted unique int64 cell ids (read-only), or None for the range
+        ``[start, start + n_cells)``.
+    start
+        First cell id of a range selection (0 otherwise).
     read_rows
         Rows per read; chunk ``k`` holds cell ids ``[k * read_rows, (k + 1) * read_rows)``.
     bounds
@@ -408,13 +416,36 @@ class RunTable:
     [0, 1, 5, 7]
     """
 
-    indices: IntArray
+    ids: IntArray | None
+    start: int
+    size: int
     read_rows: int
     bounds: IntArray
     contiguous: bool
 
     @classmethod
-    def build(cls, indices: npt.ArrayLike, read_rows: int) -> RunTable:
+    def build_range(cls, start: int, stop: int, read_rows: int) -> RunTable:
+        """The runs of cell ids ``[start, stop)``, without a per-cell array."""
+        read_rows = _check_int("read_rows", read_rows, min_value=1)
+        start = _check_int("start", start, min_value=0)
+        n = _check_int("stop", stop, min_value=start) - start
+        if n == 0:
+            return cls(None, start, 0, read_rows, _readonly(np.zeros(1, dtype=np.int64)), True)
+        # Chunk edges are arithmetic: no O(n) pass (10^8 cells is common).
+        first_edge = (-start) % read_rows or read_rows
+        edges = np.arange(first_edge, n, read_rows, dtype=np.int64)
+        bounds = np.concatenate(([0], edges, [n])).astype(np.int64)
+        return cls(None, start, n, read_rows, _readonly(bounds), True)
+
+    @cached_property
+    def indices(self) -> IntArray:
+        """Sorted unique int64 cell ids (read-only; built on first use for a range)."""
+        if self.ids is not None:
+            return self.ids
+        return _readonly(np.arange(self.start, self.start + self.size, dtype=np.int64))
+
+    @classmethod
+    def build(cls, indices: npt.ArrayLike | range, read_rows: int) -> RunTable:
         """Split sorted unique cell ids into runs.
 
         Raises
@@ -423,6 +454,8 @@ class RunTable:
             ``read_rows < 1``, or ``indices`` not a 1-D array of sorted unique non-negative
             integers (use :func:`normalize_indices` first).
         """
+        if isinstance(indices, range) and indices.step == 1:
+            return cls.build_range(indices.start, max(indices.start, indices.stop), read_rows)
         read_rows = _check_int("read_rows", read_rows, min_value=1)
         idx = np.asarray(indices)
         if idx.ndim != 1 or (idx.size and not np.issubdtype(idx.dtype, np.integer)):
@@ -439,26 +472,17 @@ class RunTable:
         if n and idx[0] < 0:
             msg = f"indices must be non-negative cell ids; got {int(idx[0])}"
             raise InvalidArgumentError(msg)
-        if n == 0:
-            bounds = np.zeros(1, dtype=np.int64)
-            contiguous = True
-        elif idx[-1] - idx[0] + 1 == n:
-            # A range: chunk edges are arithmetic, no second O(n) pass (10^8 cells is common).
-            contiguous = True
-            first_edge = (-int(idx[0])) % read_rows or read_rows
-            edges = np.arange(first_edge, n, read_rows, dtype=np.int64)
-            bounds = np.concatenate(([0], edges, [n])).astype(np.int64)
-        else:
-            contiguous = False
-            chunk = idx // read_rows
-            edges = np.flatnonzero(chunk[1:] != chunk[:-1]) + 1
-            bounds = np.concatenate(([0], edges, [n])).astype(np.int64)
-        return cls(_readonly(idx), read_rows, _readonly(bounds), contiguous)
+        if n == 0 or idx[-1] - idx[0] + 1 == n:
+            return cls.build_range(int(idx[0]) if n else 0, int(idx[-1]) + 1 if n else 0, read_rows)
+        chunk = idx // read_rows
+        edges = np.flatnonzero(chunk[1:] != chunk[:-1]) + 1
+        bounds = np.concatenate(([0], edges, [n])).astype(np.int64)
+        return cls(_readonly(idx), 0, n, read_rows, _readonly(bounds), False)
 
     @property
     def n_cells(self) -> int:
         """Number of selected cells."""
-        return int(self.indices.shape[0])
+        return self.size
 
     @property
     def n_runs(self) -> int:
@@ -467,9 +491,9 @@ class RunTable:
 
     def cells(self, positions: np.ndarray) -> IntArray:
         """Cell ids at ``positions`` in ``indices``."""
-        if self.contiguous and self.n_cells:
-            return positions + self.indices[0]
-        return self.indices[positions]
+        if self.ids is None:
+            return positions + self.start
+        return self.ids[positions]
 
 
 @dataclass(frozen=True, eq=False)

@@ -269,7 +269,12 @@ class ChunkShuffleSampler(BufferSampler):
         self.reads_per_buffer = _check_int("reads_per_buffer", reads_per_buffer, min_value=1)
         self.shuffle = bool(shuffle)
         # Built once: the O(n) split into runs does not depend on the epoch.
-        self.table = RunTable.build(normalize_indices(indices, n_obs), self.read_rows)
+        if indices is None and n_obs is not None:  # all cells: a range, no per-cell array
+            self.table = RunTable.build_range(
+                0, _check_int("n_obs", n_obs, min_value=0), self.read_rows
+            )
+        else:
+            self.table = RunTable.build(normalize_indices(indices, n_obs), self.read_rows)
 
     @property
     def indices(self) -> IntArray:

@@ -29,7 +29,7 @@ SHARD_BYTES = 16 << 20  # target uncompressed bytes of values per shard
 MAX_SHARD_ROWS = 65_536  # keeps the shard index (16 bytes per chunk) small
 BLOCK_BYTES = 64 << 20  # cap on bytes read per block, whatever block_rows says
 MIN_CHUNK_ELEMS = 64  # very sparse rows: avoid chunks of a handful of values
-INDPTR_SHARD_CHUNKS = 16  # indptr shards of 2**20 pointers (8 MB)
+INDPTR_SHARD_CHUNKS = 256  # indptr shards of 2**20 pointers (8 MB) in chunks of 2**12
 
 
 @dataclass(frozen=True)
@@ -97,7 +97,7 @@ def plan_matrix(
 
 
 def _indptr_layout(n_ptr: int) -> tuple[int, int | None]:
-    """indptr is read whole by the loader: large chunks, a few shards when it is long."""
+    """Small indptr chunks (the loader reads the pointers of its runs), in shards when long."""
     if n_ptr <= INDPTR_CHUNK:
         return INDPTR_CHUNK, None
     chunks = min(INDPTR_SHARD_CHUNKS, -(-n_ptr // INDPTR_CHUNK))

@@ -814,9 +814,9 @@ class ChunkReader:
         with self._index_lock:
             cache = self._index_cache
             for si in need:
-                index = found[si]
-                if index is not None:
-                    cache[si] = ((0, 0, 0), index)
+                got = found[si]
+                if got is not None:
+                    cache[si] = ((0, 0, 0), got)
             while len(cache) > self.index_cache_size:
                 del cache[next(iter(cache))]
         return found

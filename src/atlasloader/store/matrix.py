@@ -6,6 +6,7 @@ underlying array, which is what both registration checks and the loader need.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from functools import cached_property
 from typing import Any
@@ -17,8 +18,15 @@ import zarr
 from ..errors import CorruptChunkError, InvalidDataError, InvalidTypeError
 from .elements import encoding_type
 
-# Cache the row pointers of matrices up to this many rows (8 MB per million cells).
-INDPTR_CACHE_ROWS = 4_000_000
+# Per-cell arrays (CSR row pointers, registered obs codes and covariates) of stores up to this
+# many cells are read whole once (8 MB of row pointers at most); longer ones are read per buffer,
+# only the rows of its runs, so the loader's memory does not grow with the store.
+WHOLE_READ_MAX_ROWS = 1_000_000
+# Per-buffer reads need small stored chunks (each run decodes at least one): stores whose
+# per-cell arrays have bigger chunks (other writers) are read whole, as before.
+RUN_READ_MAX_CHUNK = 1 << 16
+# Read through the module at call time, so that tests can lower the limits.
+_this = sys.modules[__name__]
 
 
 class LazyMatrix:
@@ -86,14 +94,56 @@ class LazyMatrix:
         """The whole row-pointer array (8 bytes per cell), read once and cached."""
         if self.format != "csr":
             raise InvalidTypeError(f"{self.where} is dense and has no indptr")
-        return np.asarray(self._read(self.node["indptr"], slice(None)), dtype=np.int64)
+        reader = self._ptr_reader
+        return np.asarray(reader.read(0, reader.shape[0]), dtype=np.int64)
+
+    @cached_property
+    def _ptr_reader(self) -> Any:
+        from .fastread import ChunkReader
+
+        return ChunkReader(self.node["indptr"])
+
+    @property
+    def pointers_per_run(self) -> bool:
+        """Whether row pointers are read per call (only the runs' own) instead of cached whole.
+
+        True for CSR matrices of more than :data:`WHOLE_READ_MAX_ROWS` rows whose ``indptr`` has
+        chunks of at most :data:`RUN_READ_MAX_CHUNK` pointers (``convert``'s layout), unless the
+        whole array was already read.
+        """
+        return (
+            self.format == "csr"
+            and self._shape[0] > _this.WHOLE_READ_MAX_ROWS
+            and "indptr" not in self.__dict__
+            and self._ptr_reader.chunk_rows <= _this.RUN_READ_MAX_CHUNK
+        )
 
     def _indptr_slice(self, start: int, stop: int) -> np.ndarray:
-        # Small matrices (and the loader, which reads many runs) use the cached array; huge
-        # ones read only the slice, so a registration check never loads 8 bytes per cell.
-        if "indptr" in self.__dict__ or self._shape[0] <= INDPTR_CACHE_ROWS:
+        # Small matrices use the cached array; huge ones read only the slice, so neither a
+        # registration check nor the loader holds 8 bytes per cell.
+        if "indptr" in self.__dict__ or self._shape[0] <= _this.WHOLE_READ_MAX_ROWS:
             return self.indptr[start : stop + 1]
         return np.asarray(self._read(self.node["indptr"], slice(start, stop + 1)), dtype=np.int64)
+
+    def _run_pointers(self, runs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(elems, row_nnz)``: each run's ``[first, last)`` value positions and its rows'
+        value counts, in run order, from the cached pointers or from the runs' own."""
+        lengths = runs[:, 1] - runs[:, 0]
+        if not self.pointers_per_run:
+            ptr = self.indptr
+            elems = np.stack([ptr[runs[:, 0]], ptr[runs[:, 1]]], axis=1)
+            rows = np.repeat(runs[:, 0] - (np.cumsum(lengths) - lengths), lengths)
+            rows += np.arange(int(lengths.sum()))
+            return elems, ptr[rows + 1] - ptr[rows]
+        # Pointers [start, stop] of every run, concatenated: run i's segment has lengths[i] + 1.
+        seg = self._ptr_reader.read_many(np.stack([runs[:, 0], runs[:, 1] + 1], axis=1))
+        seg = seg.astype(np.int64, copy=False)
+        first = np.cumsum(lengths + 1) - (lengths + 1)
+        elems = np.stack([seg[first], seg[first + lengths]], axis=1)
+        steps = np.diff(seg)
+        keep = np.ones(steps.size, dtype=bool)
+        keep[(first + lengths)[:-1]] = False  # the steps from one run's segment to the next
+        return elems, steps[keep]
 
     @property
     def nnz(self) -> int:
@@ -150,18 +200,14 @@ class LazyMatrix:
         if self.format == "dense":
             (reader,) = self._readers
             return reader.read_many(runs)
-        ptr = self.indptr
-        elems = np.stack([ptr[runs[:, 0]], ptr[runs[:, 1]]], axis=1)
+        elems, row_nnz = self._run_pointers(runs)
         rd, ri = self._readers
         data = rd.read_many(elems)
         indices = ri.read_many(elems)
-        lengths = runs[:, 1] - runs[:, 0]
-        rows = np.repeat(runs[:, 0] - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths)
-        rows += np.arange(int(lengths.sum()))
-        new_ptr = np.zeros(rows.size + 1, dtype=np.int64)
-        np.cumsum(ptr[rows + 1] - ptr[rows], out=new_ptr[1:])
+        new_ptr = np.zeros(row_nnz.size + 1, dtype=np.int64)
+        np.cumsum(row_nnz, out=new_ptr[1:])
         return sp.csr_matrix(
-            (data, indices, new_ptr), shape=(rows.size, self._shape[1]), copy=False
+            (data, indices, new_ptr), shape=(row_nnz.size, self._shape[1]), copy=False
         )
 
     def read_row_list(self, rows: Sequence[int] | np.ndarray) -> np.ndarray | sp.csr_matrix:

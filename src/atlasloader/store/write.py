@@ -27,9 +27,11 @@ from .open import local_root, store_is_writable
 # ``anndata.read_zarr`` cannot open while (or after a crash during) a registration.
 STAGING = "obs/__atlasloader_staging__"
 ARRAY_ATTRS = {"encoding-type": "array", "encoding-version": "0.2.0"}
-# Rows per stored chunk of an encoded column: small enough for random reads, big enough
-# that a 10^8-cell column is ~100 objects.
+# Rows per stored object of an encoded column (a shard in Zarr v3): a 10^8-cell column is ~100
+# objects. Inside a shard, chunks of ENCODED_INNER_ROWS rows, so that a loader reading the codes
+# of a buffer's random runs decodes a few KB per run (Zarr v2 has no shards: chunks of that size).
 ENCODED_CHUNK_ROWS = 1 << 20
+ENCODED_INNER_ROWS = 1 << 14
 _META_NAMES = ("zarr.json", ".zarray", ".zattrs", ".zgroup")
 
 
@@ -102,16 +104,21 @@ def write_array(
     values = values if isinstance(values, da.Array) else da.from_array(np.asarray(values))
     n = int(values.shape[0])
     rows = max(1, min(chunk_rows, n))
-    chunks = (rows, *values.shape[1:])
+    inner = min(rows, ENCODED_INNER_ROWS)
+    layout: dict[str, Any] = {"chunks": (inner, *values.shape[1:])}
+    if root.metadata.zarr_format == 3 and rows > inner and rows % inner == 0:
+        layout["shards"] = (rows, *values.shape[1:])
+    else:
+        rows = inner
     staged = f"{STAGING}/{uuid.uuid4().hex}"
     try:
         arr = root.create_array(
             staged,
             shape=values.shape,
-            chunks=chunks,
             dtype=values.dtype,
             fill_value=0,
             overwrite=True,
+            **layout,
         )
     except Exception as e:
         msg = f"cannot create {target!r} in the store: {type(e).__name__}: {e}"
