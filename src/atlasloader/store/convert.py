@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 import warnings
 from collections.abc import Sequence
 from contextlib import ExitStack
@@ -92,6 +93,7 @@ def convert(
     block_rows: int = 65_536,
     overwrite: bool = False,
     progress: bool = False,
+    storage_options: dict[str, Any] | None = None,
 ) -> str:
     """Write one or several AnnData inputs as one Zarr v3 store laid out for fast row reads.
 
@@ -175,6 +177,11 @@ def convert(
         Replace an existing ``dst``; otherwise an existing ``dst`` raises.
     progress
         Show a progress bar per matrix and step (rich, on stderr); quiet by default.
+    storage_options
+        fsspec options of a remote ``dst`` (``s3://...``): credentials, ``client_kwargs``.
+        A remote ``dst`` is converted into a local temporary directory (``ATLASLOADER_TMPDIR``
+        or the system's), then uploaded chunk objects first and the root metadata last
+        (:mod:`atlasloader.store.upload`), so the URL never opens as a half-written store.
 
     Returns
     -------
@@ -213,8 +220,19 @@ def convert(
     paths = _input_paths(src)
     settings = _settings(join, shuffle, seed, source_key, var_subset)
     if is_url(dst) and not str(dst).startswith("file://"):
-        msg = f"dst must be a local path (the store is renamed into place), got {str(dst)!r}"
-        raise InvalidArgumentError(msg)
+        # Object stores cannot rename: convert locally, then upload with the metadata last.
+        from .upload import check_remote_target, upload_store
+
+        check_remote_target(str(dst), overwrite, storage_options)  # before any work
+        with tempfile.TemporaryDirectory(dir=os.environ.get("ATLASLOADER_TMPDIR")) as tmp:
+            local = Path(tmp) / "store.zarr"
+            convert(
+                paths, local, join=join, shuffle=shuffle, seed=seed, source_key=source_key,
+                var_subset=var_subset, chunk_rows=chunk_rows, shard_rows=shard_rows,
+                codec=codec, block_rows=block_rows, progress=progress,
+            )  # fmt: skip
+            upload_store(local, str(dst), overwrite=overwrite, storage_options=storage_options)
+        return str(dst)
     target = Path(str(dst).removeprefix("file://"))
     with ExitStack() as stack:
         sources = [stack.enter_context(Source(p)) for p in paths]
