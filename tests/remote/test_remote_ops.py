@@ -98,7 +98,7 @@ def test_an_interrupted_upload_never_opens_and_a_rerun_starts_clean(
 
     with FaultProxy(s3.endpoint, rule=refuse_root_metadata) as proxy:
         opts = s3.storage_options(proxy.endpoint, retries={"max_attempts": 1})
-        with pytest.raises(StoreError, match="cut.zarr"):
+        with pytest.raises(StoreError, match=r"cut\.zarr"):
             atlasloader.convert(h5ads[0], url, storage_options=opts)
     fs = s3.filesystem()
     assert fs.find(f"{s3.bucket}/cut.zarr")  # the chunks and inner metadata are there...

@@ -45,7 +45,7 @@ def add_parser(sub: Any) -> None:
         cluster=True,
     )
     p.add_argument("src", nargs="+", metavar="SRC", help=".h5ad file or AnnData Zarr store")
-    p.add_argument("dst", metavar="DST", help="the new store (a local directory)")
+    p.add_argument("dst", metavar="DST", help="the new store (a local directory or s3:// URL)")
     p.add_argument(
         "--join",
         choices=("exact", "inner"),
