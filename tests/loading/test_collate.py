@@ -123,6 +123,11 @@ def test_pin_memory_on_cpu_only_machine() -> None:
     t = to_tensor(m, np.dtype(np.float32), sparse=False, pin_memory=True)
     np.testing.assert_allclose(t.numpy(), m.toarray().astype(np.float32))
     assert t.is_pinned() == torch.cuda.is_available()
+    # Sparse batches are pinned too (component by component), so their copies are async.
+    s = to_tensor(m, np.dtype(np.float32), sparse=True, pin_memory=True)
+    np.testing.assert_allclose(s.to_dense().numpy(), m.toarray().astype(np.float32))
+    for part in (s.crow_indices(), s.col_indices(), s.values()):
+        assert part.is_pinned() == torch.cuda.is_available()
 
 
 def test_to_device_none_is_identity_and_cpu_densifies_sparse() -> None:

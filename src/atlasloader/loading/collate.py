@@ -149,10 +149,17 @@ def collate(
         n_cols = int(block0.shape[1])
         if sparse:
             indptr, indices, data, n = gather_csr(parts, dtype)
+            pin = pin_memory and torch.cuda.is_available()
+
+            def host(a: np.ndarray) -> Any:
+                # Pinned components: the copy to the device can then run asynchronously.
+                t = torch.from_numpy(a)
+                return t.pin_memory() if pin else t
+
             return torch.sparse_csr_tensor(
-                torch.from_numpy(indptr),
-                torch.from_numpy(indices),
-                torch.from_numpy(data),
+                host(indptr),
+                host(indices),
+                host(data),
                 size=(n, n_cols),
                 check_invariants=False,  # built from valid CSR rows; also silences a warning
             )

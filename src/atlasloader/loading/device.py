@@ -19,7 +19,10 @@ def to_device(t: Any, device: Any, non_blocking: bool | None = None) -> Any:
     if device is None:
         return t
     if non_blocking is None:
-        non_blocking = bool(getattr(t, "is_pinned", lambda: False)()) and not t.is_sparse_csr
+        if t.is_sparse_csr:
+            non_blocking = bool(t.values().is_pinned())
+        else:
+            non_blocking = bool(getattr(t, "is_pinned", lambda: False)())
     t = t.to(device, non_blocking=non_blocking)
     return t.to_dense() if t.is_sparse_csr else t
 
@@ -53,9 +56,10 @@ def to_device_ahead(
             # The tensors were allocated on the side stream: tell the caching allocator
             # they are used on the consumer's stream too, so their memory is not reused early.
             t.record_stream(current)
-        # The host tensors (pinned) must outlive the copy: wait for it before dropping them.
-        event.synchronize()
-        del source
+        # No host-side wait: pinned host tensors come from torch's caching host allocator,
+        # which records the copy's stream and reuses their memory only once it is done
+        # (pageable ones were copied synchronously anyway).
+        del source, event
         return moved
 
     for batch in batches:
