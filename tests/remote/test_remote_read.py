@@ -246,3 +246,13 @@ def test_missing_bucket_and_missing_credentials_are_named(
     opts = {"client_kwargs": {"endpoint_url": s3.endpoint}}
     with pytest.raises(StoreError, match=r"s3://atlas/sparse.zarr.*credentials"):
         read_lazy(f"s3://{s3.bucket}/sparse.zarr", storage_options=opts)
+
+
+def test_worker_processes_read_from_s3(s3: S3Server, stores: dict[str, Any]) -> None:
+    local = manager_for(read_lazy(stores["dir"] / "sparse.zarr"))
+    url = f"s3://{s3.bucket}/sparse.zarr"
+    remote = manager_for(read_lazy(url, mode="r+", storage_options=s3.storage_options()))
+    kw = dict(batch_size=500, shuffle=True, seed=2)
+    expected = sorted(b["X"].sum().item() for b in AnnDataLoader(local, num_workers=2, **kw))
+    got = sorted(b["X"].sum().item() for b in AnnDataLoader(remote, num_workers=2, **kw))
+    assert got == expected

@@ -13,6 +13,7 @@ a list of managers loads several stores as one dataset (:mod:`.multi`).
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -91,6 +92,33 @@ def _resolve_indices(indices: Any, n_obs: int) -> np.ndarray:
     return arr
 
 
+def _stores(fetcher: Any) -> Iterator[Any]:
+    """The Zarr stores a fetcher reads (through multi-store and column-subset wrappers)."""
+    for inner in getattr(fetcher, "parts", ()):
+        yield from _stores(inner)
+    if getattr(fetcher, "fetcher", None) is not None:
+        yield from _stores(fetcher.fetcher)
+    lazy = getattr(fetcher, "lazy", None)
+    if lazy is not None:
+        yield lazy.node.store
+    reader = getattr(fetcher, "reader", None)
+    if reader is not None:
+        yield reader.array.store
+
+
+def _default_context(fetchers: dict[str, Any]) -> str | None:
+    """``"forkserver"`` when a remote store is read, else torch's default (fork on Linux).
+
+    A forked worker inherits the parent's HTTP sessions, which belong to the parent's event
+    loop and fail in the child; workers started by a fork server unpickle the stores instead,
+    which opens fresh connections.
+    """
+    from ..store.remoteread import is_remote_store
+
+    remote = any(is_remote_store(st) for f in fetchers.values() for st in _stores(f))
+    return "forkserver" if remote and sys.platform != "win32" else None
+
+
 class AnnDataLoader:
     """Iterate dict minibatches keyed by registry keys.
 
@@ -138,7 +166,9 @@ class AnnDataLoader:
         reads in threads of this process, which is faster for most stores: decoding and
         densifying release the GIL.
     multiprocessing_context
-        Start method of the worker processes (``"fork"``, ``"spawn"``, ``"forkserver"``).
+        Start method of the worker processes (``"fork"``, ``"spawn"``, ``"forkserver"``); by
+        default torch's (fork on Linux), or ``"forkserver"`` when a remote store is read
+        (forked children cannot use the parent's HTTP connections).
     load_indices
         Add each cell's position (in the loader's numbering) as ``batch["ind_x"]``, int64
         ``(n, 1)``, scvi-tools' ``REGISTRY_KEYS.INDICES_KEY``.
@@ -370,7 +400,7 @@ class AnnDataLoader:
                 self.sampler,
                 self.num_workers,
                 self.pin_memory,
-                self.multiprocessing_context,
+                self.multiprocessing_context or _default_context(self.fetchers),
             )
         else:
             batches = self._pipeline(in_worker=False).run(self.sampler.sample())

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import pickle
 import queue
 import random
 import threading
@@ -144,10 +145,23 @@ class RemoteFetcher:
     """
 
     def __init__(self, store: Any, where: str, options: RemoteOptions | None = None) -> None:
-        self.store = store
+        self._store = store
+        self._pid = os.getpid()
         self.where = where
         self.options = options or RemoteOptions.from_env()
         self._lock = threading.Lock()
+
+    @property
+    def store(self) -> Any:
+        """The store, rebuilt once in a forked child (a DataLoader worker): its HTTP sessions
+        belong to the parent's event loop, so the child builds its own from the store's pickle
+        (fsspec and obstore stores pickle as their options, not their connections)."""
+        if self._pid != os.getpid():
+            with self._lock:
+                if self._pid != os.getpid():
+                    self._store = pickle.loads(pickle.dumps(self._store))
+                    self._pid = os.getpid()
+        return self._store
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
