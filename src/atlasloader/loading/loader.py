@@ -21,6 +21,7 @@ import numpy as np
 
 from ..errors import InvalidArgumentError, MissingKeyError, NotRegisteredError
 from ..sampling import ChunkShuffleSampler
+from .allocator import release_free_memory, tune_allocator
 from .device import to_device_ahead
 from .fetch import fetcher_for, subset_columns
 from .multi import check_compatible, concat_fetcher
@@ -379,6 +380,11 @@ class AnnDataLoader:
         )
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
+        # Freed buffers would otherwise stay in glibc's heaps (see .allocator); once per process.
+        tune_allocator(
+            self.batch_size
+            * max(f.n_cols * self.dtypes[k].itemsize for k, f in self.fetchers.items())
+        )
         if self._finished_epoch is not None and self._finished_epoch == self.sampler.epoch:
             self.set_epoch(self.sampler.epoch + 1)
         self._finished_epoch = None
@@ -413,8 +419,10 @@ class AnnDataLoader:
             self.sampler.advance(1)
             if self.sampler.batches_yielded >= n_batches:
                 self._finished_epoch = epoch
+                release_free_memory()  # pages of the buffers this epoch freed go back
             yield batch
         self._finished_epoch = epoch
+        release_free_memory()  # and those of the pipeline, closed now
 
 
 def _distributed(rank: int | None, world_size: int | None) -> tuple[int, int]:

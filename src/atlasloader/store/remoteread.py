@@ -184,7 +184,11 @@ class RemoteFetcher:
             if req.start < 0:
                 byte_range = SuffixByteRequest(-req.start)
             else:
-                byte_range = RangeByteRequest(req.start, int(req.end or req.start))
+                byte_range = (
+                    OffsetByteRequest(req.start)
+                    if req.end is None
+                    else RangeByteRequest(req.start, req.end)
+                )
         buf = await self.store.get(req.key, default_buffer_prototype(), byte_range)
         return None if buf is None else buf.to_bytes()
 

@@ -56,7 +56,10 @@ class S3Server:
         logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
         self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
         self._server.start()
-        self.filesystem().mkdir(self.bucket)
+        fs = self.filesystem()
+        # moto's backend is shared by every server of a process: the bucket may exist.
+        if not fs.exists(self.bucket):
+            fs.mkdir(self.bucket)
         return self
 
     def __exit__(self, *exc: object) -> None:
