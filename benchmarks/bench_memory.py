@@ -33,15 +33,16 @@ import argparse
 import json
 import os
 import platform
-import shlex
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _subprocess import RunFailed, run_json  # noqa: E402
+
 MIB = 1 << 20
 
 CONFIGS: dict[str, dict[str, str]] = {
@@ -62,15 +63,8 @@ CLEAN_ENV = (
     "GLIBC_TUNABLES",
 )
 
-GEN = """
-import json, sys, time
-import atlasloader
-from atlasloader import AnnDataManager
-from atlasloader.data import make_atlas_store
-from atlasloader.fields import CategoricalObsField, LayerField
-path, p, n_subset = sys.argv[1], json.loads(sys.argv[2]), int(sys.argv[3])
-t0 = time.perf_counter()
-make_atlas_store(path, block_rows=65_536, chunk_rows=16, shard_rows=4096, **p)
+# The registration both scripts use (the generator registers, the runs reuse it).
+FIELDS = """
 def fields(adata, n_subset):
     # ``--var-subset``: every k-th gene, read from the full rows (as an HVG selection is).
     subset = None
@@ -81,7 +75,18 @@ def fields(adata, n_subset):
         LayerField(registry_key="X", layer=None, is_count_data=True, var_subset=subset),
         CategoricalObsField(registry_key="batch", obs_key="batch"),
     ]
-adata = atlasloader.read_lazy(path)
+"""
+
+GEN = """
+import json, sys, time
+import atlasloader
+from atlasloader import AnnDataManager
+from atlasloader.data import make_atlas_store
+from atlasloader.fields import CategoricalObsField, LayerField
+path, p, n_subset = sys.argv[1], json.loads(sys.argv[2]), int(sys.argv[3])
+t0 = time.perf_counter()
+make_atlas_store(path, block_rows=65_536, chunk_rows=16, shard_rows=4096, **p)
+{FIELDS}adata = atlasloader.read_lazy(path)
 AnnDataManager(fields=fields(adata, n_subset)).register_fields(adata)  # persisted, reused
 print(json.dumps({"seconds": time.perf_counter() - t0}))
 """
@@ -126,17 +131,7 @@ def heap():
 def sample(seconds=None):
     return {**status(), **heap(), "seconds": seconds}
 
-def fields(adata, n_subset):
-    # ``--var-subset``: every k-th gene, read from the full rows (as an HVG selection is).
-    subset = None
-    if n_subset:
-        names = list(adata.var_names)
-        subset = names[:: max(1, len(names) // n_subset)][:n_subset]
-    return [
-        LayerField(registry_key="X", layer=None, is_count_data=True, var_subset=subset),
-        CategoricalObsField(registry_key="batch", obs_key="batch"),
-    ]
-
+{FIELDS}
 adata = atlasloader.read_lazy(path)
 manager = AnnDataManager(fields=fields(adata, p["var_subset"]))
 manager.register_fields(adata)
@@ -186,25 +181,7 @@ tuning = allocator.current_tuning()
 print(json.dumps({"setup": setup, "epochs": epochs, "latent": latent,
                   "tuning": None if tuning is None else tuning.to_dict()}))
 """
-
-
-class RunFailed(RuntimeError):
-    """A benchmark subprocess exited with an error (message: command and stderr tail)."""
-
-
-def run_json(cmd: list[str], env: dict[str, str], timeout: float) -> dict[str, Any]:
-    """Run ``cmd`` and parse the last JSON line of its stdout."""
-    try:
-        proc = subprocess.run(
-            cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=env
-        )
-    except subprocess.TimeoutExpired as e:
-        raise RunFailed(f"timed out after {timeout:.0f} s: {shlex.join(cmd)}") from e
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
-    if proc.returncode != 0 or not lines:
-        tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-15:])
-        raise RunFailed(f"exit {proc.returncode}: {shlex.join(cmd)}\n{tail}")
-    return json.loads(lines[-1])
+GEN, RUN = GEN.replace("{FIELDS}", FIELDS), RUN.replace("{FIELDS}", FIELDS)
 
 
 def clean_env(extra: dict[str, str]) -> dict[str, str]:
@@ -236,8 +213,9 @@ def prepare(args: argparse.Namespace) -> tuple[Path, dict[str, Any]]:
     print(f"  writing {store} ...", flush=True)
     info = run_json(
         [args.python, "-c", GEN, str(store), json.dumps(params), str(args.var_subset)],
-        clean_env({}),
         args.timeout,
+        clean_env({}),
+        inherit=False,
     )
     rec = {"params": marked, **info}
     marker.write_text(json.dumps(rec))
@@ -382,7 +360,7 @@ def main() -> None:
                 cmd = [args.python, "-c", RUN, str(store), json.dumps(params)]
                 t0 = time.perf_counter()
                 try:
-                    res = run_json(cmd, clean_env(CONFIGS[name]), args.timeout)
+                    res = run_json(cmd, args.timeout, clean_env(CONFIGS[name]), inherit=False)
                 except RunFailed as e:
                     print(f"  {mode:6s} {name}: FAILED {e}", flush=True)
                     errors.append({"mode": mode, "config": name, "error": str(e)})

@@ -58,31 +58,13 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))  # atlasloader, if run without the venv
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _subprocess import RunFailed, run_json  # noqa: E402
 
 BUCKET = "atlas"
 DEFAULT_ROWS_PER_READ, DEFAULT_READS_PER_BUFFER = 32, 256  # AnnDataLoader's (README "Loading")
 TARGET_LATENCY_MS = 10.0
 TARGET_RATIO = 0.5
-
-
-class RunFailed(RuntimeError):
-    """A benchmark subprocess exited with an error (message: command and stderr tail)."""
-
-
-def run_json(cmd: list[str], timeout: float, env: dict[str, str] | None = None) -> dict[str, Any]:
-    """Run ``cmd`` and parse the last JSON line of its stdout."""
-    full_env = {**os.environ, **(env or {})}
-    try:
-        proc = subprocess.run(
-            cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=full_env
-        )
-    except subprocess.TimeoutExpired as e:
-        raise RunFailed(f"timed out after {timeout:.0f} s: {shlex.join(cmd)}") from e
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
-    if proc.returncode != 0 or not lines:
-        tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-15:])
-        raise RunFailed(f"exit {proc.returncode}: {shlex.join(cmd)}\n{tail}")
-    return json.loads(lines[-1])
 
 
 # --- data ----------------------------------------------------------------------------------------

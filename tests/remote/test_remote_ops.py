@@ -7,7 +7,6 @@ write their columns into the bucket where anndata reads them.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,15 +25,8 @@ from atlasloader.store.validate import validate_store
 
 pytestmark = [pytest.mark.s3, pytest.mark.filterwarnings("ignore:obs_names collide")]
 pytest.importorskip("moto.server", reason="moto[server] is not installed")
-pytest.importorskip("s3fs", reason="s3fs is not installed")
 
 from atlasloader.testing.s3 import FaultProxy, S3Server  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def s3() -> Iterator[S3Server]:
-    with S3Server() as server:
-        yield server
 
 
 @pytest.fixture(scope="module")

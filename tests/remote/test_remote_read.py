@@ -9,7 +9,6 @@ object when one is damaged.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,15 +26,8 @@ from atlasloader.store.fastread import ChunkReader
 
 pytestmark = pytest.mark.s3
 pytest.importorskip("moto.server", reason="moto[server] is not installed")
-pytest.importorskip("s3fs", reason="s3fs is not installed")
 
 from atlasloader.testing.s3 import FaultProxy, S3Server  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def s3() -> Iterator[S3Server]:
-    with S3Server() as server:
-        yield server
 
 
 @pytest.fixture(scope="module")

@@ -52,6 +52,17 @@ def _exists_error(url: str) -> StoreError:
     return StoreError(msg)
 
 
+def _remote_error(action: str, url: str, e: OSError) -> RemoteStoreError:
+    """What went wrong reading or writing ``url``, and what to do about it."""
+    if isinstance(e, PermissionError):
+        hint = "check the credentials and the bucket's permissions"
+    elif isinstance(e, FileNotFoundError):
+        hint = "does the bucket exist?"
+    else:
+        hint = "check the endpoint and network, then rerun"
+    return RemoteStoreError(f"cannot {action} {url!r}: {type(e).__name__}: {e}; {hint}")
+
+
 def check_remote_target(
     url: str, overwrite: bool, storage_options: dict[str, Any] | None = None
 ) -> None:
@@ -59,12 +70,8 @@ def check_remote_target(
     fs, root = _filesystem(url, storage_options)
     try:
         exists = _exists(fs, root)
-    except PermissionError as e:
-        msg = f"cannot read {url!r}: {e}; check the credentials and the bucket's permissions"
-        raise RemoteStoreError(msg) from e
     except OSError as e:
-        msg = f"cannot reach {url!r}: {type(e).__name__}: {e}; check the endpoint and bucket"
-        raise RemoteStoreError(msg) from e
+        raise _remote_error("read", url, e) from e
     if exists and not overwrite:
         raise _exists_error(url)
 
@@ -111,12 +118,5 @@ def upload_store(
                 fs.put([str(p) for p in batch], remote)
     except StoreError:
         raise
-    except PermissionError as e:
-        msg = f"cannot write {url!r}: {e}; check the credentials and the bucket's permissions"
-        raise RemoteStoreError(msg) from e
-    except FileNotFoundError as e:
-        msg = f"cannot write {url!r}: {e}; does the bucket exist?"
-        raise RemoteStoreError(msg) from e
     except OSError as e:
-        msg = f"uploading the store to {url!r} failed: {type(e).__name__}: {e}; rerun to retry"
-        raise RemoteStoreError(msg) from e
+        raise _remote_error("write", url, e) from e
