@@ -338,7 +338,7 @@ def test_distributed_equals_threaded(
         with get_task_stream(distributed_client) as stream:
             on_cluster = convert(two_inputs, tmp_path / "cluster.zarr", **kwargs)
     ran = {t["key"].split("-")[1] for t in stream.data}  # the tasks ran on the workers
-    assert ran >= ({"scatter", "gather"} if shuffle else {"copy_csr_shard", "count_values"})
+    assert ran >= ({"scatter", "gather"} if shuffle else {"copy_csr_shard", "count_into"})
     a, b = store_files(Path(threaded)), store_files(Path(on_cluster))
     assert sorted(a) == sorted(b)
     assert len([k for k in a if "/c/" in k]) > 10  # many shards, written by many tasks

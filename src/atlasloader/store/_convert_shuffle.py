@@ -26,6 +26,7 @@ import numpy as np
 
 from ..errors import CorruptChunkError
 from ._convert_sink import BLOCK_BYTES, index_dtype, open_output, release_memory, write_shards
+from ._convert_state import Spilled
 from ._convert_tasks import Graph, read_csr, read_dense
 
 if TYPE_CHECKING:
@@ -57,14 +58,18 @@ def take_ranges(ptr: np.ndarray, rows: np.ndarray) -> np.ndarray:
 
 
 def scatter(
-    tmp: str, job: MatrixJob, k: int, start: int, stop: int, pos: np.ndarray,
-    lo: np.ndarray | None, bucket: int,
+    tmp: str, job: MatrixJob, k: int, start: int, stop: int, inverse: Spilled,
+    indptr: Spilled | None, bucket: int,
 ) -> int:  # fmt: skip
-    """Send rows ``start:stop`` of part ``k`` (output rows ``pos``) to their buckets' files.
+    """Send rows ``start:stop`` of part ``k`` to the files of the buckets they land in.
 
-    For CSR, ``lo`` is where each row's values start in the output.
+    ``inverse`` gives each input row's output row; for CSR, ``indptr`` (output row pointers)
+    where each row's values start in the output.
     """
     part = job.parts[k]
+    g = int(job.offsets[k]) + start
+    pos = inverse.read(g, g + stop - start)
+    lo = None if indptr is None else indptr.take(pos)
     name = f"{k:05d}-{start:012d}.npy"
     if job.format == "dense":
         block = read_dense(part, start, stop, job.dtype)
@@ -161,8 +166,8 @@ def gather(
 
 
 def shuffle_graph(
-    store: str, tmp: str, job: MatrixJob, plan: Plan, inverse: np.ndarray,
-    indptr: np.ndarray | None,
+    store: str, tmp: str, job: MatrixJob, plan: Plan, inverse: Spilled,
+    indptr: Spilled | None,
 ) -> Graph:  # fmt: skip
     """Scatter tasks (one per block of input rows), then one gather task per bucket.
 
@@ -176,7 +181,7 @@ def shuffle_graph(
         bucket = unit * max(1, plan.read_rows // unit)
     else:
         assert indptr is not None
-        unit, total = plan.shard_elems, int(indptr[-1])
+        unit, total = plan.shard_elems, indptr.last()
         # A bucket holds about the values of one read block.
         per_value = job.dtype.itemsize + index_dtype(job.shape[1]).itemsize
         block = plan.read_rows * total / max(1, job.shape[0])
@@ -185,10 +190,7 @@ def shuffle_graph(
     for k, part in enumerate(job.parts):
         for a in range(0, part.n_rows, plan.read_rows):
             b = min(part.n_rows, a + plan.read_rows)
-            g = int(job.offsets[k]) + a
-            pos = inverse[g : g + b - a].copy()
-            lo = None if indptr is None else indptr[pos]
-            args = (tmp, job_ref, k, a, b, pos, lo, bucket)
+            args = (tmp, job_ref, k, a, b, inverse, indptr, bucket)
             scattered.append(graph.add(f"{job.where}: shuffling rows", scatter, *args))
     for i in range(-(-total // bucket)):
         start, stop = i * bucket, min(total, (i + 1) * bucket)

@@ -22,6 +22,7 @@ import numpy as np
 from ..data._writers import ARRAY_ATTRS, INDPTR_CHUNK, create_zarr_array
 from ..errors import StoreError
 from ._convert_shards import ShardWriter
+from ._convert_state import WINDOW, Spilled
 
 CSR_ATTRS = {"encoding-type": "csr_matrix", "encoding-version": "0.1.0"}
 DEFAULT_CHUNK_ROWS = 16  # rows the loader reads per random access
@@ -162,10 +163,16 @@ def create_matrix(
     )  # fmt: skip
 
 
-def write_indptr(root: Any, key: str, indptr: np.ndarray) -> None:
-    """Write the whole row-pointer array of the CSR matrix ``root[key]`` (by the driver)."""
-    writer = ShardWriter(root[f"{key}/indptr"])
-    writer[0 : len(indptr)] = indptr
+def write_indptr(root: Any, key: str, indptr: Spilled) -> None:
+    """Write the row-pointer array of the CSR matrix ``root[key]`` (by the driver), in windows
+    of whole shards read from the spilled pointers."""
+    array = root[f"{key}/indptr"]
+    writer = ShardWriter(array)
+    unit = int((array.shards or array.chunks)[0])
+    step = unit * max(1, WINDOW // unit)
+    for a in range(0, indptr.length, step):
+        b = min(indptr.length, a + step)
+        writer[a:b] = indptr.read(a, b)
 
 
 def open_output(store: str, path: str) -> ShardWriter:

@@ -17,6 +17,7 @@ import numpy as np
 from ..errors import CorruptChunkError, StoreError
 from ._convert_sink import index_dtype, open_output, release_memory, write_shards
 from ._convert_source import Source
+from ._convert_state import WINDOW, Spilled
 from .csr import select_columns
 
 if TYPE_CHECKING:
@@ -137,14 +138,15 @@ def copy_dense_shard(store: str, job: MatrixJob, unit: int, shard: int, pieces: 
 
 
 def copy_csr_shard(
-    store: str, job: MatrixJob, unit: int, shard: int, stop: int, ptr: np.ndarray,
-    pieces: list[Piece],
+    store: str, job: MatrixJob, unit: int, shard: int, stop: int, indptr: Spilled, r0: int,
+    r1: int, pieces: list[Piece],
 ) -> int:  # fmt: skip
     """Write values ``shard * unit:stop`` of ``data`` and ``indices`` of a CSR matrix.
 
-    ``ptr`` is the output row pointers of the rows read (``pieces``); the rows straddling the
-    shard's ends are read whole and cut.
+    Output rows ``r0:r1`` (``pieces`` of the inputs) hold them, ``indptr`` their pointers;
+    the rows straddling the shard's ends are read whole and cut.
     """
+    ptr = indptr.read(r0, r1 + 1)
     got = read_rows(job, pieces)
     assert isinstance(got, tuple)
     rows_ptr, data, indices = got
@@ -206,20 +208,30 @@ class Graph:
         return task
 
 
-def count_graph(job: MatrixJob, read_rows: int) -> tuple[Graph, list[list[Delayed]]]:
-    """Tasks counting the values per row of every part of a CSR job (in blocks of rows)."""
+def count_into(counts: Spilled, at: int, part: Part, start: int, stop: int) -> int:
+    """Write the values per row ``start:stop`` of a part into ``counts`` from entry ``at``."""
+    counts.write(at, count_values(part, start, stop))
+    return stop - start
+
+
+def count_graph(job: MatrixJob, read_rows: int, counts: Spilled) -> Graph:
+    """Tasks writing the values per row of every part of a CSR job into ``counts``.
+
+    Rows are counted in blocks of ``read_rows`` (or, when a part's row pointers give the
+    counts, in blocks of :data:`~._convert_state.WINDOW` pointers), so neither the tasks nor
+    the driver ever hold a per-cell array of the whole job.
+    """
     graph = Graph()
     label = f"{job.where}: counting values per row"
-    per_part: list[list[Delayed]] = []
-    for part in job.parts:
-        # Row pointers alone are cheap: one task reads them all; otherwise blocks of rows.
-        step = max(1, part.n_rows if part.format == "csr" and part.remap is None else read_rows)
-        blocks = [(a, min(part.n_rows, a + step)) for a in range(0, part.n_rows, step)]
-        per_part.append([graph.add(label, count_values, part, a, b) for a, b in blocks])
-    return graph, per_part
+    for k, part in enumerate(job.parts):
+        step = WINDOW if part.format == "csr" and part.remap is None else read_rows
+        for a in range(0, part.n_rows, max(1, step)):
+            b = min(part.n_rows, a + step)
+            graph.add(label, count_into, counts, int(job.offsets[k]) + a, part, a, b)
+    return graph
 
 
-def copy_graph(store: str, job: MatrixJob, plan: Plan, indptr: np.ndarray | None) -> Graph:
+def copy_graph(store: str, job: MatrixJob, plan: Plan, indptr: Spilled | None) -> Graph:
     """One task per output shard (of ``data`` and ``indices`` together, for CSR)."""
     graph = Graph()
     label = f"{job.where}: writing shards"
@@ -233,13 +245,15 @@ def copy_graph(store: str, job: MatrixJob, plan: Plan, indptr: np.ndarray | None
             graph.add(label, copy_dense_shard, store, job_ref, unit, s, pieces)
         return graph
     assert indptr is not None
-    nnz, unit = int(indptr[-1]), plan.shard_elems
+    nnz, unit = indptr.last(), plan.shard_elems
+    pointers = indptr.mapped()  # binary searches: a few pages each
     for s in range(-(-nnz // unit)):
         v0, v1 = s * unit, min(nnz, (s + 1) * unit)
-        r0 = int(np.searchsorted(indptr, v0, side="right")) - 1
-        r1 = int(np.searchsorted(indptr, v1, side="left"))
+        r0 = int(np.searchsorted(pointers, v0, side="right")) - 1
+        r1 = int(np.searchsorted(pointers, v1, side="left"))
         graph.add(
-            label, copy_csr_shard, store, job_ref, unit, s, v1, indptr[r0 : r1 + 1].copy(),
+            label, copy_csr_shard, store, job_ref, unit, s, v1, indptr, r0, r1,
             pieces_of(job.offsets, r0, r1),
         )  # fmt: skip
+    del pointers
     return graph

@@ -53,6 +53,7 @@ from ._convert_safety import (
 from ._convert_shuffle import TMP_DIR, shuffle_graph
 from ._convert_sink import DEFAULT_CHUNK_ROWS, Options, create_matrix, plan_matrix, write_indptr
 from ._convert_source import Source
+from ._convert_state import STATE_DIR, Spilled, permutation, remove_state, row_pointers
 from ._convert_tasks import copy_graph, count_graph
 from .open import is_url
 
@@ -349,23 +350,25 @@ def _write_store(
         elements = plan_elements(sources, var, settings.join, shuffle=settings.shuffle,
                                  paths=paths)  # fmt: skip
         sizes = [n_obs(s) for s in sources]
+        state = partial / STATE_DIR
         perm = inverse = None
         if settings.shuffle:
             # Output row i holds input row perm[i]; input row g goes to output row inverse[g].
-            perm = np.random.default_rng(settings.seed).permutation(sum(sizes))
-            inverse = np.empty_like(perm)
-            inverse[perm] = np.arange(len(perm))
+            perm, inverse = permutation(state, sum(sizes), settings.seed)
+        order = None if perm is None else np.asarray(perm.mapped())  # a view, not a memmap
         for group in _STREAMED:
             root.create_group(group).attrs.update(DICT_ATTRS)
         if elements.raw_var is not None:
             root.create_group("raw").attrs.update(RAW_ATTRS)
         # obs first: a column that cannot be concatenated fails before the long copies.
-        names = write_obs(root, sources, paths, perm, source_key)
+        names = write_obs(root, sources, paths, order, source_key)
         for job in elements.matrices:
             _check_rows(job, sizes, paths)
             _copy_matrix(root, partial, job, perm, inverse, opts, bar)
         shutil.rmtree(partial / TMP_DIR, ignore_errors=True)
-        _write_small(root, sources, var, elements, names, perm)
+        _write_small(root, sources, var, elements, names, order)
+        del order
+        remove_state(state)
         for source, path in zip(sources, paths):
             skipped = [k for k in source.members() if k not in _KNOWN and not k.startswith("__")]
             if skipped:
@@ -399,23 +402,20 @@ def _check_rows(job: MatrixJob, sizes: list[int], paths: list[str]) -> None:
 
 
 def _copy_matrix(
-    root: Any, partial: Path, job: MatrixJob, perm: np.ndarray | None,
-    inverse: np.ndarray | None, opts: Options, bar: Progress,
+    root: Any, partial: Path, job: MatrixJob, perm: Spilled | None,
+    inverse: Spilled | None, opts: Options, bar: Progress,
 ) -> None:  # fmt: skip
     """Count values per row (CSR), create the arrays, then run the copying tasks."""
     indptr = None
     nnz = int(np.prod(job.shape, dtype=np.int64))
     if job.format == "csr":
         first = plan_matrix("csr", job.shape, job.dtype, sum(p.nnz for p in job.parts), opts)
-        graph, _ = count_graph(job, first.read_rows)
-        results = run(graph, bar)
-        counts = np.concatenate(results) if results else np.zeros(0, dtype=np.int64)
-        if perm is not None:
-            counts = counts[perm]
-        indptr = np.zeros(job.shape[0] + 1, dtype=np.int64)
-        np.cumsum(counts, out=indptr[1:])
-        del counts
-        nnz = int(indptr[-1])
+        state = partial / STATE_DIR
+        counts = Spilled.create(state, f"counts-{job.key.replace('/', '-')}", job.shape[0])
+        run(count_graph(job, first.read_rows, counts), bar)
+        indptr = row_pointers(state, counts, perm)
+        os.unlink(counts.path)
+        nnz = indptr.last()
     plan = plan_matrix(job.format, job.shape, job.dtype, nnz, opts)
     create_matrix(root, job.key, job.format, job.shape, job.dtype, nnz, plan, opts)
     if indptr is not None:
