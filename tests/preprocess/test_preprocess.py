@@ -244,16 +244,16 @@ def test_an_interrupted_run_leaves_a_readable_store_and_resumes(
     path, ref = store(tmp_path)
     from atlasloader.preprocess import persist
 
-    real = persist.write_array
+    real = persist.publish_column
     calls = []
 
     def dying(*args: Any, **kwargs: Any) -> None:
-        calls.append(args[1])
-        if len(calls) == 2:
+        calls.append(args[2])
+        if len(calls) == 5:  # library sizes (3 columns) published, then one gene statistic
             raise KeyboardInterrupt  # mid-way through the gene statistics
         real(*args, **kwargs)
 
-    monkeypatch.setattr(persist, "write_array", dying)
+    monkeypatch.setattr(persist, "publish_column", dying)
     with pytest.raises(KeyboardInterrupt):
         preprocess(path, n_top_genes=10)
     monkeypatch.undo()
@@ -267,7 +267,7 @@ def test_an_interrupted_run_leaves_a_readable_store_and_resumes(
     data = zarr.open_group(str(path), mode="r+")["X/data"]
     data[:] = np.asarray(data[:]) + 1
     calls.clear()
-    monkeypatch.setattr(persist, "write_array", dying)
+    monkeypatch.setattr(persist, "publish_column", dying)
     with pytest.raises(KeyboardInterrupt):
         preprocess(path, n_top_genes=10)
     monkeypatch.undo()

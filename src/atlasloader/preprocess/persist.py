@@ -41,7 +41,7 @@ from ..errors import InvalidDataError, ReadOnlyStoreError
 from ..store import records
 from ..store.backing import ZarrBacking, backing_of
 from ..store.lazy import LazyAnnData
-from ..store.write import set_column_order, write_array, write_obs_column
+from ..store.write import Staged, publish_column, stage_array, stage_values
 
 __all__ = ["ATTR", "ENCODING_TYPE", "ENCODING_VERSION", "Target", "read_record", "target_for"]
 
@@ -97,16 +97,25 @@ class Target(ABC):
     @abstractmethod
     def require_writable(self) -> None: ...
 
+    def stage(self, loc: str, n: int, dtype: Any, chunk_rows: int) -> Staged | None:
+        """A staged store array for the per-cell column ``loc`` that dask tasks fill chunk by
+        chunk (chunks of ``chunk_rows``), published by :meth:`write`; None where results are
+        gathered instead (in memory)."""
+        return None
+
     @abstractmethod
     def write(
         self,
         name: str,
         params: dict[str, Any],
         inputs: list[Location],
-        columns: dict[str, np.ndarray],
+        columns: dict[str, np.ndarray | Staged],
         summary: dict[str, Any],
     ) -> None:
-        """Persist ``columns`` (``{"obs/total_counts": values, ...}``) and the pass record."""
+        """Persist ``columns`` (``{"obs/total_counts": values, ...}``) and the pass record.
+
+        A value may be a :class:`~atlasloader.store.write.Staged` array from :meth:`stage`.
+        """
 
     def finish(self) -> None:  # noqa: B027 - nothing to flush in memory
         """Make every write visible (consolidated metadata on stores)."""
@@ -205,6 +214,9 @@ class StoreTarget(Target):
             )
             raise ReadOnlyStoreError(msg)
 
+    def stage(self, loc: str, n: int, dtype: Any, chunk_rows: int) -> Staged | None:
+        return stage_array(self.root, loc, (n,), dtype, chunk_rows=chunk_rows, exact=True)
+
     def _save(self, rec: dict[str, Any]) -> None:
         root = records.fresh(self.root)
         root.attrs[ATTR] = rec
@@ -215,7 +227,7 @@ class StoreTarget(Target):
         name: str,
         params: dict[str, Any],
         inputs: list[Location],
-        columns: dict[str, np.ndarray],
+        columns: dict[str, np.ndarray | Staged],
         summary: dict[str, Any],
     ) -> None:
         self.require_writable()
@@ -234,12 +246,11 @@ class StoreTarget(Target):
         for loc, values in columns.items():
             frame, key = loc.split("/", 1)
             attrs = {records.TOKEN_ATTR: tokens[loc], COLUMN_ATTR: name}
-            if frame == "obs":
-                write_obs_column(self.root, key, values, attrs)
+            if isinstance(values, Staged):
+                values.array.attrs.update(attrs)
             else:
-                set_column_order(self.root, frame, key, present=False)
-                write_array(self.root, loc, values, attrs)
-                set_column_order(self.root, frame, key, present=True)
+                values = stage_values(self.root, loc, values, attrs)
+            publish_column(values, frame, key)
         rec = read_record(records.fresh(self.root))
         rec["passes"][name] = {
             **entry,
@@ -289,7 +300,7 @@ class MemoryTarget(Target):
         name: str,
         params: dict[str, Any],
         inputs: list[Location],
-        columns: dict[str, np.ndarray],
+        columns: dict[str, np.ndarray | Staged],
         summary: dict[str, Any],
     ) -> None:
         ours = self._record().get("columns", [])

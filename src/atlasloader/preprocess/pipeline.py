@@ -6,10 +6,12 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+import dask.array as da
 import numpy as np
 
 from ..errors import InvalidArgumentError, InvalidTypeError
 from ..store.lazy import LazyAnnData, read_lazy
+from ..store.write import Staged, store_into
 from .hvg import (
     HIGHLY_VARIABLE,
     HIGHLY_VARIABLE_NBATCHES,
@@ -20,6 +22,7 @@ from .hvg import (
     warn_if_not_counts,
 )
 from .persist import Location, Target, target_for
+from .select import positive_median
 from .source import matrix_source
 from .stats import (
     MEAN_COUNTS,
@@ -29,6 +32,7 @@ from .stats import (
     TOTAL_COUNTS,
     VAR_COUNTS,
     gene_frame,
+    no_counts_error,
     scan,
     size_factors,
 )
@@ -270,22 +274,15 @@ def _run(
         warn_if_not_counts(source)
         if batch_key is not None:
             categories, codes = batch_codes(adata, batch_key)
-    result = scan(source, codes, want_cells=LIBRARY_SIZE in names, progress=progress)
+    staged = _stage_cells(target, source) if LIBRARY_SIZE in names else None
+    sink = None if staged is None else (staged[0].array, staged[1].array)
+    result = scan(source, codes, want_cells=LIBRARY_SIZE in names, progress=progress, sink=sink)
     n_passes = 1
-    columns: dict[str, dict[str, np.ndarray]] = {}
+    columns: dict[str, dict[str, Any]] = {}
     if LIBRARY_SIZE in names:
-        assert result.total_counts is not None
-        assert result.n_genes_by_counts is not None
-        factors = size_factors(result.total_counts, source.where)
-        positive = result.total_counts[result.total_counts > 0]
-        columns[LIBRARY_SIZE] = {
-            f"obs/{TOTAL_COUNTS}": result.total_counts,
-            f"obs/{N_GENES_BY_COUNTS}": result.n_genes_by_counts,
-            f"obs/{SIZE_FACTOR}": factors,
-        }
+        columns[LIBRARY_SIZE], median, n_positive = _library_columns(result, staged, target, source)
         _summary(todo, LIBRARY_SIZE).update(
-            median_total_counts=float(np.median(positive)),
-            n_empty_cells=int(source.n_obs - positive.size),
+            median_total_counts=median, n_empty_cells=int(source.n_obs - n_positive)
         )
     if GENE_STATS in names:
         frame = gene_frame(result.moments, adata.var_names)
@@ -310,6 +307,46 @@ def _run(
     for p in todo:
         target.write(p.name, p.params, p.inputs, columns[p.name], p.summary)
     return n_passes
+
+
+def _stage_cells(target: Target, source: Any) -> tuple[Staged, Staged] | None:
+    """Store arrays the pass's tasks write per-cell values into (None: gather them)."""
+    rows = source.blocks[0][1] - source.blocks[0][0]
+    totals = target.stage(f"obs/{TOTAL_COUNTS}", source.n_obs, np.float64, rows)
+    if totals is None:
+        return None
+    ngenes = target.stage(f"obs/{N_GENES_BY_COUNTS}", source.n_obs, np.int32, rows)
+    assert ngenes is not None
+    return totals, ngenes
+
+
+def _library_columns(
+    result: Any, staged: tuple[Staged, Staged] | None, target: Target, source: Any
+) -> tuple[dict[str, Any], float, int]:
+    """The library-size columns (arrays, or staged store arrays), the median and the number
+    of cells with counts."""
+    if staged is None:
+        totals = result.total_counts
+        assert totals is not None
+        positive = totals[totals > 0]
+        factors = size_factors(totals, source.where)
+        cols = {TOTAL_COUNTS: totals, N_GENES_BY_COUNTS: result.n_genes_by_counts}
+        cols[SIZE_FACTOR] = factors
+        median = float(np.median(positive))
+        n_positive = int(positive.size)
+    else:
+        # Totals were written by the tasks; the median is selected from the store, and the
+        # factors are computed chunk by chunk from it: nothing per cell on the client.
+        median, n_positive = positive_median(staged[0].array, source.n_obs)
+        if n_positive == 0:
+            raise no_counts_error(source.where)
+        factors_staged = target.stage(f"obs/{SIZE_FACTOR}", source.n_obs, np.float32, 1 << 20)
+        assert factors_staged is not None
+        factors = (da.from_zarr(staged[0].array) / median).astype(np.float32)
+        store_into(factors, factors_staged)
+        cols = {TOTAL_COUNTS: staged[0], N_GENES_BY_COUNTS: staged[1]}
+        cols[SIZE_FACTOR] = factors_staged
+    return {f"obs/{k}": v for k, v in cols.items()}, median, n_positive
 
 
 def _summary(passes: list[_Pass], name: str) -> dict[str, Any]:

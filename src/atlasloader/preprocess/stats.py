@@ -210,9 +210,18 @@ def _dense_moments(block: np.ndarray, local: np.ndarray, k: int) -> tuple[Any, .
 
 
 def block_moments(
-    part: Any, start: int, stop: int, codes: np.ndarray | None, want_cells: bool
+    part: Any,
+    start: int,
+    stop: int,
+    codes: np.ndarray | None,
+    want_cells: bool,
+    sink: tuple[Any, Any] | None = None,
 ) -> tuple[Moments, np.ndarray | None, np.ndarray | None]:
-    """Pass-1 partial of rows ``[start, stop)``: moments, and per-cell values if wanted."""
+    """Pass-1 partial of rows ``[start, stop)``: moments, and per-cell values if wanted.
+
+    With a ``sink`` (two arrays whose chunks are this task's rows), the per-cell values are
+    written there instead of returned.
+    """
     block: Block = load_block(part, start, stop)
     if codes is None:
         groups, local = np.zeros(1, dtype=np.int64), np.zeros(stop - start, dtype=np.int64)
@@ -232,7 +241,13 @@ def block_moments(
     )
     if not want_cells:
         return moments, None, None
-    return moments, np.asarray(totals, dtype=np.float64), np.asarray(ngenes).astype(np.int32)
+    totals = np.asarray(totals, dtype=np.float64)
+    ngenes = np.asarray(ngenes).astype(np.int32)
+    if sink is None:
+        return moments, totals, ngenes
+    sink[0][start:stop] = totals
+    sink[1][start:stop] = ngenes
+    return moments, None, None
 
 
 def _merge(a: Moments, b: Moments) -> Moments:
@@ -246,6 +261,7 @@ def scan(
     *,
     want_cells: bool = True,
     progress: bool = False,
+    sink: tuple[Any, Any] | None = None,
 ) -> Scan:
     """One pass over the matrix: per-(group, gene) moments and per-cell values.
 
@@ -256,9 +272,13 @@ def scan(
     codes
         Group (batch) code of every cell, or None for one group.
     want_cells
-        Return per-cell total counts and non-zero genes (8 + 4 bytes per cell on the client).
+        Compute per-cell total counts and non-zero genes.
     progress
         Show a progress bar.
+    sink
+        Where the tasks write the per-cell values (arrays for total counts and non-zero genes,
+        chunked like ``source.blocks``): then nothing per cell reaches the client and the
+        :class:`Scan` holds None for them. Without it they are returned (12 bytes per cell).
     """
     if source.n_obs == 0:
         msg = f"{source.where} has no cells (0 rows): there is nothing to preprocess"
@@ -268,14 +288,15 @@ def scan(
     for start, stop in source.blocks:
         block_codes = None if codes is None else codes[start:stop]
         task = dask.delayed(block_moments, nout=3, pure=False)(
-            source.task_input(), start, stop, block_codes, want_cells
+            source.task_input(), start, stop, block_codes, want_cells, sink
         )
         parts.append(task[0])
         cells.append((task[1], task[2]))
     total = graph.tree_reduce(parts, _merge, "moments")
-    moments, per_cell = graph.compute(total, cells, progress=progress, label="statistics")
-    if not want_cells:
+    if not want_cells or sink is not None:
+        (moments,) = graph.compute(total, progress=progress, label="statistics")
         return Scan(moments, None, None)
+    moments, per_cell = graph.compute(total, cells, progress=progress, label="statistics")
     totals = np.concatenate([t for t, _ in per_cell])
     ngenes = np.concatenate([g for _, g in per_cell])
     return Scan(moments, totals, ngenes)
@@ -296,9 +317,13 @@ def size_factors(total_counts: np.ndarray, where: str = "adata.X") -> np.ndarray
     """
     positive = total_counts[total_counts > 0]
     if positive.size == 0:
-        msg = f"every cell has zero total counts in {where}: size factors are undefined"
-        raise InvalidDataError(msg)
+        raise no_counts_error(where)
     return (total_counts / np.median(positive)).astype(np.float32)
+
+
+def no_counts_error(where: str) -> InvalidDataError:
+    msg = f"every cell has zero total counts in {where}: size factors are undefined"
+    return InvalidDataError(msg)
 
 
 def _obs_index(adata: Any) -> pd.Index:

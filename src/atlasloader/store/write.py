@@ -13,6 +13,7 @@ import os
 import shutil
 import uuid
 import warnings
+from dataclasses import dataclass
 from typing import Any
 
 import dask.array as da
@@ -93,6 +94,65 @@ def _publish(root: zarr.Group, staged: str, target: str) -> None:
         _move_keys(root.store, prefix + staged, prefix + target)
 
 
+@dataclass(frozen=True)
+class Staged:
+    """An array written under the staging prefix, invisible until :func:`publish`."""
+
+    root: zarr.Group
+    path: str
+    target: str
+    array: Any
+
+
+def stage_array(
+    root: zarr.Group,
+    target: str,
+    shape: tuple[int, ...],
+    dtype: Any,
+    attrs: dict[str, Any] | None = None,
+    chunk_rows: int = ENCODED_CHUNK_ROWS,
+    exact: bool = False,
+) -> Staged:
+    """Create the staged array that will become ``target``; fill it, then :func:`publish` it.
+
+    Rows are stored in shards of ``chunk_rows`` made of :data:`ENCODED_INNER_ROWS`-row chunks
+    (plain chunks where shards do not fit); ``exact=True`` stores chunks of exactly
+    ``chunk_rows`` rows, for writers (dask tasks) that each fill whole chunks of that size.
+    """
+    n = int(shape[0])
+    rows = max(1, min(chunk_rows, n))
+    if exact:
+        layout: dict[str, Any] = {"chunks": (rows, *shape[1:])}
+    else:
+        inner = min(rows, ENCODED_INNER_ROWS)
+        layout = {"chunks": (inner, *shape[1:])}
+        if root.metadata.zarr_format == 3 and rows > inner and rows % inner == 0:
+            layout["shards"] = (rows, *shape[1:])
+    staged = f"{STAGING}/{uuid.uuid4().hex}"
+    try:
+        arr = root.create_array(
+            staged, shape=shape, dtype=dtype, fill_value=0, overwrite=True, **layout
+        )
+    except Exception as e:
+        msg = f"cannot create {target!r} in the store: {type(e).__name__}: {e}"
+        raise StoreError(msg) from e
+    arr.attrs.update({**ARRAY_ATTRS, **(attrs or {})})
+    return Staged(root, staged, target, arr)
+
+
+def publish(staged: Staged) -> None:
+    """Make a filled staged array visible at its target in one step."""
+    _publish(staged.root, staged.path, staged.target)
+
+
+def store_into(values: da.Array, staged: Staged) -> None:
+    """Compute ``values`` chunk-wise into ``staged`` (tasks never share a stored object)."""
+    arr = staged.array
+    unit = int((arr.shards or arr.chunks)[0])
+    values = values.rechunk((4 * unit, *values.shape[1:]))
+    da.store(values, arr, lock=False)
+
+
 def write_array(
     root: zarr.Group,
     target: str,
@@ -101,34 +161,21 @@ def write_array(
     chunk_rows: int = ENCODED_CHUNK_ROWS,
 ) -> None:
     """Write ``values`` (computed chunk-wise if dask) to ``target`` (e.g. ``obs/_scvi_batch``)."""
+    publish(stage_values(root, target, values, attrs, chunk_rows))
+
+
+def stage_values(
+    root: zarr.Group,
+    target: str,
+    values: da.Array | np.ndarray,
+    attrs: dict[str, Any] | None = None,
+    chunk_rows: int = ENCODED_CHUNK_ROWS,
+) -> Staged:
+    """Stage ``values`` (computed chunk-wise if dask) for ``target``; :func:`publish` it after."""
     values = values if isinstance(values, da.Array) else da.from_array(np.asarray(values))
-    n = int(values.shape[0])
-    rows = max(1, min(chunk_rows, n))
-    inner = min(rows, ENCODED_INNER_ROWS)
-    layout: dict[str, Any] = {"chunks": (inner, *values.shape[1:])}
-    if root.metadata.zarr_format == 3 and rows > inner and rows % inner == 0:
-        layout["shards"] = (rows, *values.shape[1:])
-    else:
-        rows = inner
-    staged = f"{STAGING}/{uuid.uuid4().hex}"
-    try:
-        arr = root.create_array(
-            staged,
-            shape=values.shape,
-            dtype=values.dtype,
-            fill_value=0,
-            overwrite=True,
-            **layout,
-        )
-    except Exception as e:
-        msg = f"cannot create {target!r} in the store: {type(e).__name__}: {e}"
-        raise StoreError(msg) from e
-    arr.attrs.update({**ARRAY_ATTRS, **(attrs or {})})
-    # Dask chunks must be whole multiples of the Zarr chunks so tasks never share a chunk.
-    task_rows = 4 * rows
-    values = values.rechunk((task_rows, *values.shape[1:]))
-    da.store(values, arr, lock=False)
-    _publish(root, staged, target)
+    staged = stage_array(root, target, values.shape, values.dtype, attrs, chunk_rows)
+    store_into(values, staged)
+    return staged
 
 
 def set_column_order(root: zarr.Group, frame: str, key: str, present: bool) -> None:
@@ -151,6 +198,13 @@ def write_obs_column(
     set_column_order(root, "obs", key, present=False)
     write_array(root, f"obs/{key}", values, attrs)
     set_column_order(root, "obs", key, present=True)
+
+
+def publish_column(staged: Staged, frame: str, key: str) -> None:
+    """Publish a staged ``obs``/``var`` column; it is hidden from anndata while replaced."""
+    set_column_order(staged.root, frame, key, present=False)
+    publish(staged)
+    set_column_order(staged.root, frame, key, present=True)
 
 
 def write_obsm_array(
