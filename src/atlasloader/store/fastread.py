@@ -375,6 +375,11 @@ class ChunkReader:
             self._remote = RemoteFetcher(array.store, self._where)
         self._init_cache()
 
+    @property
+    def remote(self) -> bool:
+        """Whether chunks come from an object store (ranged GETs) rather than local files."""
+        return self._remote is not None
+
     def _init_cache(self) -> None:
         # shard number -> ((inode, size, mtime_ns), index as uint64 (n_chunks, 2))
         self._index_cache: dict[int, tuple[tuple[int, int, int], np.ndarray]] = {}

@@ -6,8 +6,10 @@ underlying array, which is what both registration checks and the loader need.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from functools import cached_property
 from typing import Any
 
@@ -27,6 +29,19 @@ WHOLE_READ_MAX_ROWS = 1_000_000
 RUN_READ_MAX_CHUNK = 1 << 16
 # Read through the module at call time, so that tests can lower the limits.
 _this = sys.modules[__name__]
+
+_SIDE: list[ThreadPoolExecutor] = []
+
+
+def _side_pool() -> ThreadPoolExecutor:
+    """Threads that issue a second array's remote reads while the caller reads the first."""
+    if not _SIDE:
+        _SIDE.append(ThreadPoolExecutor(8, thread_name_prefix="atlasloader-remote"))
+    return _SIDE[0]
+
+
+# A forked child has none of its parent's threads: it starts a pool of its own.
+os.register_at_fork(after_in_child=_SIDE.clear)
 
 
 class LazyMatrix:
@@ -202,8 +217,14 @@ class LazyMatrix:
             return reader.read_many(runs)
         elems, row_nnz = self._run_pointers(runs)
         rd, ri = self._readers
-        data = rd.read_many(elems)
-        indices = ri.read_many(elems)
+        if rd.remote:
+            # Both arrays' requests in flight together: one round trip of latency, not two.
+            pending = _side_pool().submit(ri.read_many, elems)
+            data = rd.read_many(elems)
+            indices = pending.result()
+        else:
+            data = rd.read_many(elems)
+            indices = ri.read_many(elems)
         new_ptr = np.zeros(row_nnz.size + 1, dtype=np.int64)
         np.cumsum(row_nnz, out=new_ptr[1:])
         return sp.csr_matrix(

@@ -17,6 +17,9 @@ def is_url(path: str | os.PathLike[str]) -> bool:
     return "://" in str(path)
 
 
+S3_POOL_CONNECTIONS = 64
+
+
 def _storage_options(path: str, storage_options: dict[str, Any] | None) -> dict[str, Any] | None:
     if not is_url(path) or str(path).startswith("file://"):
         return None
@@ -24,7 +27,13 @@ def _storage_options(path: str, storage_options: dict[str, Any] | None) -> dict[
     # An S3-compatible endpoint (MinIO, moto, Ceph) can come from the environment, as with aws-cli.
     endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
     if str(path).startswith("s3://") and endpoint and "endpoint_url" not in opts:
-        opts.setdefault("client_kwargs", {}).setdefault("endpoint_url", endpoint)
+        opts["client_kwargs"] = {"endpoint_url": endpoint, **opts.get("client_kwargs", {})}
+    if str(path).startswith("s3://"):
+        # botocore pools 10 connections by default, fewer than the ranged GETs the loader keeps
+        # in flight: match the fetcher's concurrency unless the caller chose a pool size.
+        config = dict(opts.get("config_kwargs", {}))
+        config.setdefault("max_pool_connections", S3_POOL_CONNECTIONS)
+        opts["config_kwargs"] = config
     return opts
 
 
