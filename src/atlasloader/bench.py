@@ -515,11 +515,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     """``python -m atlasloader.bench STORE``: print the table (or one JSON line)."""
     ap = argparse.ArgumentParser(prog="python -m atlasloader.bench", description=__doc__)
     ap.add_argument("store")
-    ap.add_argument("--batch-size", type=int, default=512)
+    from .cli._common import positive_int  # checked before the store is registered
+
+    ap.add_argument("--batch-size", type=positive_int, default=512)
     ap.add_argument("--sparse", action="store_true", help="yield sparse CSR batches")
     ap.add_argument("--no-shuffle", action="store_true")
-    ap.add_argument("--rows-per-read", type=int, default=None)
-    ap.add_argument("--reads-per-buffer", type=int, default=None)
+    ap.add_argument("--rows-per-read", type=positive_int, default=None)
+    ap.add_argument("--reads-per-buffer", type=positive_int, default=None)
     ap.add_argument("--batch-key", default="batch")
     ap.add_argument("--n-batches", type=int, default=300)
     ap.add_argument("--warmup-batches", type=int, default=20)

@@ -30,7 +30,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from typing import TYPE_CHECKING, Any
 
-from .errors import AtlasLoaderError, InvalidArgumentError
+from .errors import ClusterError, InvalidArgumentError
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -40,10 +40,6 @@ __all__ = ["ENV_VAR", "ClusterError", "active_client", "dask_progress", "describ
 ENV_VAR = "ATLASLOADER_SCHEDULER"
 _POLL_SECONDS = 0.25
 _WAIT_SECONDS = 5.0  # longest wait for the scheduler's answers about progress
-
-
-class ClusterError(AtlasLoaderError, OSError):
-    """A dask cluster cannot be reached or started."""
 
 
 # --- choosing the scheduler ------------------------------------------------------------------

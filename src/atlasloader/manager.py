@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -16,6 +17,18 @@ from .registry.model import Registry
 from .store import records
 from .store.backing import backing_of
 from .store.lazy import LazyAnnData
+from .store.lock import store_dir, write_lock
+
+
+@contextmanager
+def _store_lock(adata: Any, what: str) -> Iterator[None]:
+    """Hold a writable local store's write lock; re-read what is persisted once it is held
+    (another process may have registered while this one waited)."""
+    directory = store_dir(adata)
+    with write_lock(directory, what):
+        if directory is not None:
+            adata.refresh()
+        yield
 
 
 @dataclass
@@ -89,23 +102,25 @@ class AnnDataManager:
         sources = (source_registry or {}).get(C.FIELD_REGISTRIES_KEY, {})
         registry = self._registry
         tokens: dict[str, str | None] = {}
-        for field in self.fields:
-            src = sources.get(field.registry_key)
-            state = None if src is None else src.get(C.STATE_REGISTRY_KEY)
-            fr = builder.build_field_registry(
-                field, adata, state, tokens, **(transfer_kwargs if src is not None else {})
+        what = "registration" if source_registry is None else "transfer_fields"
+        with _store_lock(adata, what), builder.Registration(adata) as txn:
+            for field in self.fields:
+                src = sources.get(field.registry_key)
+                state = None if src is None else src.get(C.STATE_REGISTRY_KEY)
+                kwargs = transfer_kwargs if src is not None else {}
+                fr = builder.build_field_registry(field, adata, state, tokens, txn, **kwargs)
+                registry = registry.with_field(field.registry_key, fr)
+            txn.commit()
+            builder.finish(adata)
+            self._registry = replace(registry, scvi_uuid=builder.assign_uuid(adata))
+            self._source_registry = source_registry
+            self._transfer_kwargs = dict(transfer_kwargs)
+            self._tokens = tokens
+            self.adata = adata
+            self._mark_most_recent()
+            builder.save_registry(
+                adata, self._registry.model_name or "AnnDataManager", self._registry.to_json_dict()
             )
-            registry = registry.with_field(field.registry_key, fr)
-        builder.finish(adata)
-        self._registry = replace(registry, scvi_uuid=builder.assign_uuid(adata))
-        self._source_registry = source_registry
-        self._transfer_kwargs = dict(transfer_kwargs)
-        self._tokens = tokens
-        self.adata = adata
-        self._mark_most_recent()
-        builder.save_registry(
-            adata, self._registry.model_name or "AnnDataManager", self._registry.to_json_dict()
-        )
 
     def _mark_most_recent(self) -> None:
         if isinstance(self.adata, LazyAnnData):
@@ -124,12 +139,16 @@ class AnnDataManager:
         self.validate()
         builder.check_fields([*self.fields, *fields])
         registry = self._registry
-        for field in fields:
-            registry = registry.with_field(
-                field.registry_key,
-                builder.build_field_registry(field, self.adata, None, self._tokens),
-            )
-        builder.finish(self.adata)
+        tokens = dict(self._tokens)
+        with _store_lock(self.adata, "registration"), builder.Registration(self.adata) as txn:
+            for field in fields:
+                registry = registry.with_field(
+                    field.registry_key,
+                    builder.build_field_registry(field, self.adata, None, tokens, txn),
+                )
+            txn.commit()
+            builder.finish(self.adata)
+        self._tokens = tokens
         self._registry = registry
         self.fields += list(fields)
 

@@ -187,14 +187,8 @@ def check_store_path(path: str) -> str:
     """``path`` unless it is a local file: stores are directories (or URLs), and zarr's own
     error for a file ("File exists") does not say what to do."""
     from ..errors import NotAnnDataStoreError
+    from ..store.open import not_a_directory_message
 
     if "://" not in path and os.path.isfile(path):
-        stem = os.path.splitext(os.path.basename(path))[0]
-        hint = (
-            f"; convert it first: atlasloader convert {path} {stem}.zarr"
-            if path.endswith((".h5ad", ".h5"))
-            else ""
-        )
-        msg = f"{path!r} is a file, not an AnnData Zarr store (a directory or URL){hint}"
-        raise NotAnnDataStoreError(msg)
+        raise NotAnnDataStoreError(not_a_directory_message(path))
     return path

@@ -11,7 +11,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from .. import constants as C
-from ..errors import InvalidArgumentError, ShapeMismatchError
+from ..errors import InvalidArgumentError, InvalidDataError, InvalidTypeError, ShapeMismatchError
 from ..store.genes import positions_of, subset_positions
 from .base import BaseAnnDataField
 
@@ -107,9 +107,31 @@ class LayerField(BaseAnnDataField):
     def validate_field(self, adata: Any) -> None:
         b = self.backing(adata)
         b.require(self.attr_name, self.attr_key)
-        if self.is_count_data and not is_nonnegative_integer(
-            b.matrix_sample(self.attr_name, self.attr_key)
-        ):
+        shape = tuple(b.matrix_shape(self.attr_name, self.attr_key))
+        if shape[:2] != (b.n_obs, b.n_vars):
+            msg = (
+                f"{self._where()} has shape {shape}, but obs has {b.n_obs} rows and var "
+                f"{b.n_vars}: the matrix and obs/var do not describe the same cells and genes; "
+                "write the store again (anndata's write_zarr or atlasloader convert)"
+            )
+            raise ShapeMismatchError(msg)
+        if b.n_obs == 0 or b.n_vars == 0:
+            msg = (
+                f"{self._where()} has {b.n_obs} cells and {b.n_vars} genes: there is nothing "
+                "to register; check that the data was written (or subset) as intended"
+            )
+            raise InvalidDataError(msg)
+        if not self.is_count_data:
+            return
+        sample = b.matrix_sample(self.attr_name, self.attr_key)
+        values = sample.data if sp.issparse(sample) else np.asarray(sample)
+        if values.dtype.kind not in "biuf":
+            msg = (
+                f"{self._where()} has dtype {values.dtype}, but a count matrix must hold "
+                "numbers; write it again as integers or floats (e.g. X.astype('float32'))"
+            )
+            raise InvalidTypeError(msg)
+        if not is_nonnegative_integer(sample):
             warnings.warn(
                 f"{self._where()} does not contain unnormalized count data. "
                 "Are you sure this is what you want?",

@@ -80,7 +80,11 @@ class NumericalObsField(BaseAnnDataField):
 def raise_missing(attr_name: str, key: str, available: list[str]) -> None:
     from ..errors import MissingKeyError
 
-    raise MissingKeyError(f"{key} not found in adata.{attr_name}. Available keys: {available}")
+    msg = (
+        f"{key} not found in adata.{attr_name}. Available keys: {available}; "
+        "pass one of them (keys are column names, never paths)"
+    )
+    raise MissingKeyError(msg)
 
 
 def check_numeric(b: Any, attr_name: str, key: str) -> None:

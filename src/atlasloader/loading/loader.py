@@ -88,7 +88,10 @@ def _resolve_indices(indices: Any, n_obs: int) -> np.ndarray:
     arr = arr.astype(np.int64)
     if arr.size and (arr.min() < 0 or arr.max() >= n_obs):
         bad = arr[(arr < 0) | (arr >= n_obs)][0]
-        msg = f"index {bad} in indices is out of range for {n_obs} cells (allowed 0..{n_obs - 1})"
+        msg = (
+            f"index {bad} in indices is out of range for {n_obs} cells (allowed "
+            f"0..{n_obs - 1}); pass indices of cells of the registered data"
+        )
         raise InvalidArgumentError(msg)
     return arr
 

@@ -14,6 +14,7 @@ import copy
 from collections.abc import Iterator
 from typing import Any
 
+from ..errors import AtlasLoaderError, WorkerDiedError
 from ..sampling import ChunkShuffleSampler
 from .pipeline import BatchPipeline
 
@@ -58,11 +59,64 @@ def worker_loader(
     tud = _torch_data()
     import torch
 
-    return tud.DataLoader(
-        WorkerBatches(pipeline, sampler),
-        batch_size=None,
-        num_workers=num_workers,
-        pin_memory=pin_memory and torch.cuda.is_available(),
-        multiprocessing_context=multiprocessing_context,
-        prefetch_factor=2,
+    return _Guarded(
+        tud.DataLoader(
+            WorkerBatches(pipeline, sampler),
+            batch_size=None,
+            num_workers=num_workers,
+            pin_memory=pin_memory and torch.cuda.is_available(),
+            multiprocessing_context=multiprocessing_context,
+            prefetch_factor=2,
+        )
     )
+
+
+class _Guarded:
+    """Iterates a worker ``DataLoader``, naming the worker when one died under it.
+
+    torch notices a dead worker itself (its SIGCHLD handler, or a 5 s liveness check), but a
+    worker killed while a batch is crossing to the main process surfaces as whatever the
+    transfer raised (``ConnectionResetError`` from the file-descriptor handover, an EOF):
+    any such error, raised while a worker has exited, becomes :class:`WorkerDiedError`
+    naming the worker's pid and exit code.
+    """
+
+    def __init__(self, loader: Any) -> None:
+        self.loader = loader
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        it = iter(self.loader)
+        try:
+            while True:
+                try:
+                    batch = next(it)
+                except StopIteration:
+                    return
+                except AtlasLoaderError:
+                    raise
+                except Exception as e:
+                    dead = _dead_workers(it)
+                    if not dead:
+                        raise
+                    who = ", ".join(f"pid {pid} (exit code {code})" for pid, code in dead)
+                    msg = (
+                        f"DataLoader worker {who} ended in the middle of the epoch "
+                        f"({type(e).__name__}: {e}); a worker killed by the system is often "
+                        "out of memory: lower num_workers, prefetch or reads_per_buffer"
+                    )
+                    raise WorkerDiedError(msg) from e
+                yield batch
+        finally:
+            shutdown = getattr(it, "_shutdown_workers", None)
+            if shutdown is not None:
+                shutdown()
+
+
+def _dead_workers(it: Any) -> list[tuple[int, int]]:
+    """``(pid, exitcode)`` of the iterator's worker processes that have exited."""
+    dead = []
+    for proc in getattr(it, "_workers", ()):
+        code = proc.exitcode
+        if code is not None and code != 0:
+            dead.append((proc.pid, code))
+    return dead

@@ -37,11 +37,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..errors import InvalidDataError, ReadOnlyStoreError
+from ..errors import ColumnExistsError, InvalidDataError, ReadOnlyStoreError
 from ..store import records
 from ..store.backing import ZarrBacking, backing_of
 from ..store.lazy import LazyAnnData
-from ..store.write import Staged, publish_column, stage_array, stage_values
+from ..store.write import Staged, drop_staging, publish_column, stage_array, stage_values
 
 __all__ = ["ATTR", "ENCODING_TYPE", "ENCODING_VERSION", "Target", "read_record", "target_for"]
 
@@ -63,7 +63,7 @@ def _describe(loc: str) -> str:
     return f"adata.{frame}['{key}']"
 
 
-def _collision_error(where: str, taken: list[str]) -> InvalidDataError:
+def _collision_error(where: str, taken: list[str]) -> ColumnExistsError:
     names = ", ".join(_describe(loc) for loc in taken)
     verb = "exists" if len(taken) == 1 else "exist"
     msg = (
@@ -71,7 +71,7 @@ def _collision_error(where: str, taken: list[str]) -> InvalidDataError:
         "written by atlasloader.preprocess, which never replaces your columns: pass "
         "overwrite=True to replace them, or rename them first"
     )
-    return InvalidDataError(msg)
+    return ColumnExistsError(msg)
 
 
 class Target(ABC):
@@ -119,6 +119,9 @@ class Target(ABC):
 
     def finish(self) -> None:  # noqa: B027 - nothing to flush in memory
         """Make every write visible (consolidated metadata on stores)."""
+
+    def discard(self) -> None:  # noqa: B027 - nothing staged in memory
+        """Drop what was staged and not published (after a pass failed)."""
 
 
 # --- stores -------------------------------------------------------------------------------------
@@ -262,6 +265,10 @@ class StoreTarget(Target):
 
     def finish(self) -> None:
         self.backing.flush()
+
+    def discard(self) -> None:
+        if self.adata.writable:
+            drop_staging(self.root)
 
 
 # --- memory -------------------------------------------------------------------------------------

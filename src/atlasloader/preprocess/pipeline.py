@@ -11,6 +11,7 @@ import numpy as np
 
 from ..errors import InvalidArgumentError, InvalidTypeError
 from ..store.lazy import LazyAnnData, read_lazy
+from ..store.lock import store_dir, write_lock
 from ..store.write import Staged, store_into
 from .hvg import (
     HIGHLY_VARIABLE,
@@ -227,22 +228,31 @@ def preprocess(
     if not passes:
         msg = "nothing to compute: pass size_factors=True, gene_stats=True or n_top_genes"
         raise InvalidArgumentError(msg)
-    target = target_for(adata)
-    source = matrix_source(adata, layer)  # checks the layer before anything else
-    reused, todo = [], []
-    for p in passes:
-        persisted = target.reusable(p.name, p.params, p.inputs, p.outputs)
-        if persisted is None:
-            todo.append(p)
-        else:
-            p.summary = persisted
-            reused.append(p)
-    target.check_outputs([loc for p in todo for loc in p.outputs], overwrite)
-    n_passes = 0
-    if todo:
-        target.require_writable()
-        n_passes = _run(adata, source, target, todo, n_top_genes, batch_key, span, progress)
-    target.finish()
+    directory = store_dir(adata)
+    with write_lock(directory, "preprocess"):
+        if directory is not None:
+            adata.refresh()  # what another process persisted while this one waited
+        target = target_for(adata)
+        source = matrix_source(adata, layer)  # checks the layer before anything else
+        reused, todo = [], []
+        for p in passes:
+            persisted = target.reusable(p.name, p.params, p.inputs, p.outputs)
+            if persisted is None:
+                todo.append(p)
+            else:
+                p.summary = persisted
+                reused.append(p)
+        target.check_outputs([loc for p in todo for loc in p.outputs], overwrite)
+        n_passes = 0
+        if todo:
+            target.require_writable()
+            target.discard()  # staging left by a killed run (we hold the write lock)
+            try:
+                n_passes = _run(adata, source, target, todo, n_top_genes, batch_key, span, progress)
+            except BaseException:
+                target.discard()  # a failed pass leaves nothing behind, not even staging
+                raise
+        target.finish()
     summary: dict[str, Any] = {"n_obs": source.n_obs, "n_vars": source.n_vars}
     for p in passes:
         summary.update(p.summary)

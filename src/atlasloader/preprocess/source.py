@@ -15,7 +15,8 @@ from typing import Any, TypeAlias
 import numpy as np
 import scipy.sparse as sp
 
-from ..errors import InvalidTypeError, MissingKeyError
+from ..errors import InvalidDataError, InvalidTypeError, MissingKeyError
+from ..store.csr import check_csr
 from ..store.fastread import ChunkReader
 from ..store.lazy import LazyAnnData
 from ..store.matrix import LazyMatrix
@@ -55,8 +56,18 @@ class StoreRows:
         indptr, data, indices = self.readers
         ptr = indptr.read(start, stop + 1).astype(np.int64)
         lo, hi = int(ptr[0]), int(ptr[-1])
+        where = indptr.array.path.rpartition("/")[0] or "X"
+        if lo > hi or hi > indices.shape[0]:
+            msg = (
+                f"{where}: indptr of rows {start}:{stop} points to values {lo}:{hi}, but "
+                f"{where} has {indices.shape[0]}; the indptr chunk is missing or corrupt: "
+                "restore it or re-create the store"
+            )
+            raise InvalidDataError(msg)
+        cols = indices.read(lo, hi)
+        check_csr(ptr, cols, self.n_vars, where, start)
         return sp.csr_matrix(
-            (data.read(lo, hi), indices.read(lo, hi), ptr - lo),
+            (data.read(lo, hi), cols, ptr - lo),
             shape=(stop - start, self.n_vars),
             copy=False,
         )

@@ -1,13 +1,19 @@
-"""Build a registry from fields, reusing state persisted in a store when it is still valid."""
+"""Build a registry from fields, reusing state persisted in a store when it is still valid.
+
+On a writable store one registration is one :class:`Registration`: the fields' records are
+written together once every field is registered, and a registration that fails part-way
+removes the columns it added, so a bad input leaves the store as it found it.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ReadOnlyStoreError
+from ..errors import ColumnExistsError, ReadOnlyStoreError
 from ..store import records
 from ..store.backing import ZarrBacking, backing_of
+from ..store.write import drop_staging, remove_member
 from .model import FieldRegistry
 
 if TYPE_CHECKING:
@@ -19,6 +25,7 @@ def build_field_registry(
     adata: Any,
     source_state: Mapping[str, Any] | None = None,
     tokens: dict[str, str | None] | None = None,
+    registration: Registration | None = None,
     **transfer_kwargs: Any,
 ) -> FieldRegistry:
     """Register (or transfer) one field; on stores reuse or persist its state.
@@ -32,7 +39,9 @@ def build_field_registry(
     else:
         backing = backing_of(adata)
         if isinstance(backing, ZarrBacking):
-            state = _register_persisted(field, backing, source_state, transfer_kwargs, tokens)
+            state = _register_persisted(
+                field, backing, source_state, transfer_kwargs, tokens, registration
+            )
         else:
             state = _register(field, adata, source_state, transfer_kwargs)
     return FieldRegistry(field.data_location(), state, field.get_summary_stats(state))
@@ -55,6 +64,7 @@ def _register_persisted(
     source_state: Mapping[str, Any] | None,
     transfer_kwargs: dict[str, Any],
     tokens: dict[str, str | None] | None = None,
+    registration: Registration | None = None,
 ) -> dict:
     root = backing.adata.group
     spec_id = field.spec_id(
@@ -76,18 +86,97 @@ def _register_persisted(
             "(read_lazy(path, mode='r+')), or copy the store"
         )
         raise ReadOnlyStoreError(msg)
+    _refuse_foreign(field, backing, outputs)
     state = _register(field, backing.adata, source_state, transfer_kwargs)
     if backing.adata.writable:
         backing.flush()  # the outputs must exist before they are stamped
         root = backing.adata.group  # flush re-opened the store
-        records.save_state(root, spec_id, field.registry_key, state, inputs, outputs)
+        rec = records.field_record(root, field.registry_key, state, inputs, outputs)
+        if registration is None:
+            records.save_records(root, {spec_id: rec})
+        else:
+            registration.records[spec_id] = rec
         backing.mark_dirty()  # consolidated metadata must show the new record
         if tokens is not None:
-            tokens.update(records.field_tokens(root, spec_id))
+            tokens.update(rec["outputs"])
     elif tokens is not None:
         # Encoded in memory only (read-only store): nothing on disk may stand in for it.
         tokens.update({f"{a}/{k}": None for a, k in outputs})
     return state
+
+
+def _refuse_foreign(
+    field: BaseAnnDataField, backing: ZarrBacking, outputs: list[tuple[str, str | None]]
+) -> None:
+    """Refuse to replace a column the field would write that atlasloader did not write."""
+    root = backing.adata.group
+    for attr_name, key in outputs:
+        if key is None or not records.output_exists(root, attr_name, key):
+            continue
+        if records.output_token(root, attr_name, key) is None:
+            msg = (
+                f"field {field.registry_key!r} writes its codes to adata.{attr_name}[{key!r}], "
+                f"which already exists in the store {backing.adata.path!r} and was not written "
+                "by atlasloader (an in-memory scvi-tools setup saved with the data, or your "
+                f"own column). atlasloader never replaces your columns: rename or delete "
+                f"{attr_name}/{key} in the store, then register again"
+            )
+            raise ColumnExistsError(msg)
+
+
+class Registration:
+    """The writes of one registration on a store, committed together or removed together.
+
+    Field records are collected and written in one metadata write by :meth:`commit`; if a
+    field fails, :meth:`rollback` removes the columns this registration added (a column it
+    re-encoded keeps its new codes, with no record naming them: the next registration
+    re-encodes it) and any staged array. In memory and on read-only stores both are no-ops.
+    """
+
+    def __init__(self, adata: Any) -> None:
+        backing = backing_of(adata)
+        writable = isinstance(backing, ZarrBacking) and backing.adata.writable
+        self.backing: ZarrBacking | None = backing if writable else None  # type: ignore[assignment]
+        self.records: dict[str, dict[str, Any]] = {}
+        self._before: set[str] = set()
+        if self.backing is not None:
+            self._before = set(_members(records.fresh(self.backing.adata.group)))
+
+    def commit(self) -> None:
+        if self.backing is not None and self.records:
+            records.save_records(self.backing.adata.group, self.records)
+            self.backing.mark_dirty()
+        self.records = {}
+
+    def rollback(self) -> None:
+        if self.backing is None:
+            return
+        self.records = {}
+        root = records.fresh(self.backing.adata.group)
+        added = [loc for loc in _members(root) if loc not in self._before]
+        for loc in added:
+            remove_member(root, *loc.split("/", 1))
+        drop_staging(root)
+        if added:
+            self.backing.mark_dirty()
+        self.backing.flush()
+
+    def __enter__(self) -> Registration:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is not None:
+            self.rollback()
+
+
+def _members(root: Any) -> list[str]:
+    """The store's obs columns and obsm arrays, as ``"obs/key"`` locations."""
+    out = []
+    if "obs" in root:
+        out += [f"obs/{k}" for k in root["obs"].attrs.get("column-order", [])]
+    if "obsm" in root:
+        out += [f"obsm/{k}" for k in root["obsm"]]
+    return out
 
 
 def finish(adata: Any) -> None:

@@ -143,8 +143,31 @@ class Registry:
                 f"(reads {REGISTRY_ENCODING_VERSION!r}); upgrade atlasloader or register again"
             )
             raise InvalidDataError(msg)
+        _check_ranges(d.get("registry"), "registry")
         return cls.from_dict(from_jsonable(d["registry"]))
 
     @classmethod
     def from_json(cls, text: str) -> Registry:
         return cls.from_json_dict(json.loads(text))
+
+
+_INT64 = 2**63
+
+
+def _check_ranges(node: Any, where: str) -> None:
+    """Refuse integers no array index or count can hold (a registry edited by hand)."""
+    if isinstance(node, bool):
+        return
+    if isinstance(node, int) and not -_INT64 <= node < _INT64:
+        msg = (
+            f"the persisted registry holds {where} = {node}, beyond any count a store can "
+            "have (64-bit): the registry was edited outside atlasloader. Restore it from a "
+            "backup, or register the store again"
+        )
+        raise InvalidDataError(msg)
+    if isinstance(node, dict):
+        for k, v in node.items():
+            _check_ranges(v, f"{where}.{k}")
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            _check_ranges(v, f"{where}[{i}]")

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from ..errors import InvalidArgumentError, InvalidDataError
+from ..errors import ColumnExistsError, InvalidDataError
 
 if TYPE_CHECKING:
     from ._convert_source import Source
@@ -108,7 +108,7 @@ def check_new_columns(
                 "cell's input there and never overwrites a column. Pass "
                 "source_key='another_name', or source_key=None to not record the inputs"
             )
-            raise InvalidArgumentError(msg)
+            raise ColumnExistsError(msg)
         if shuffle and POSITION_KEY in columns:
             msg = (
                 f"adata.obs[{POSITION_KEY!r}] already exists in {path!r}; convert(shuffle=True) "
@@ -116,7 +116,7 @@ def check_new_columns(
                 "column. Rename or drop that column in the input (it is there if the input was "
                 "itself converted with shuffle=True)"
             )
-            raise InvalidArgumentError(msg)
+            raise ColumnExistsError(msg)
 
 
 def write_obs(

@@ -68,8 +68,17 @@ class Backing(ABC):
 
     def require(self, attr_name: str, key: str | None) -> None:
         if not self.has(attr_name, key):
-            avail = self.keys(attr_name) if attr_name != "X" else []
-            msg = f"{key} not found in adata.{attr_name}. Available keys: {avail}"
+            if attr_name == "X":
+                msg = (
+                    "adata.X not found: the data has no X; pass layer=... naming the layer "
+                    f"that holds the counts (layers: {self.keys('layers')})"
+                )
+                raise MissingKeyError(msg)
+            avail = self.keys(attr_name)
+            msg = (
+                f"{key} not found in adata.{attr_name}. Available keys: {avail}; "
+                "pass one of them (keys are column names, never paths)"
+            )
             raise MissingKeyError(msg)
 
     @abstractmethod

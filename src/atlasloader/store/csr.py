@@ -4,6 +4,39 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import InvalidDataError
+
+
+def check_csr(
+    ptr: np.ndarray, indices: np.ndarray, n_vars: int, where: str, start: int = 0
+) -> None:
+    """Raise :class:`InvalidDataError` unless rows ``start...`` of a CSR matrix are well formed.
+
+    ``ptr`` are the rows' pointers (not rebased), ``indices`` the column indices they point to
+    (from ``ptr[0]``). Compiled kernels index arrays with these numbers unchecked: a negative
+    or too large column index, or decreasing pointers, must stop here, not corrupt memory.
+    """
+    steps = np.diff(ptr)
+    if steps.size and steps.min() < 0:
+        row = start + int(np.argmax(steps < 0))
+        msg = (
+            f"{where}: indptr decreases at row {row} ({int(ptr[row - start])} then "
+            f"{int(ptr[row - start + 1])}); indptr must be non-decreasing. The indptr chunk is "
+            "missing or corrupt: restore it or re-create the store"
+        )
+        raise InvalidDataError(msg)
+    if indices.size:
+        lo, hi = int(indices.min()), int(indices.max())
+        if lo < 0 or hi >= n_vars:
+            bad = lo if lo < 0 else hi
+            msg = (
+                f"{where}: column index {bad} in the indices of rows {start}:"
+                f"{start + steps.size} is out of range for {n_vars} genes (allowed "
+                f"0..{n_vars - 1}); the indices chunk is corrupt: restore it or re-create "
+                "the store"
+            )
+            raise InvalidDataError(msg)
+
 
 def select_columns(
     indptr: np.ndarray, data: np.ndarray, indices: np.ndarray, remap: np.ndarray

@@ -86,9 +86,28 @@ def column_dask(group: zarr.Group, key: str, where: str = "obs") -> ColumnData:
     enc = encoding_type(node)
     if enc == "categorical":
         assert isinstance(node, zarr.Group)
-        cats = np.asarray(read_elem(node["categories"]))
+        try:
+            cats = np.asarray(read_elem(node["categories"]))
+        except MemoryError:
+            raise
+        except Exception as e:  # codecs raise many unrelated types for a corrupt chunk
+            msg = (
+                f"cannot read the categories of adata.{where}[{key!r}] "
+                f"({node['categories'].path!r}) of the store {node.store}: "
+                f"{type(e).__name__}: {e}. The chunk is missing or corrupt; re-create the "
+                "store or restore that file"
+            )
+            raise CorruptChunkError(msg) from e
         if cats.dtype.kind in "UT" or str(cats.dtype).startswith("StringDType"):
             cats = cats.astype(object)
+        if not pd.Index(cats).is_unique:
+            dup = pd.Index(cats)[pd.Index(cats).duplicated()].unique().tolist()[:5]
+            msg = (
+                f"adata.{where}[{key!r}] lists some categories more than once ({dup}) in "
+                f"{node['categories'].path!r}: the categories chunk is missing or the column "
+                "was written wrongly; restore that file or write the column again"
+            )
+            raise InvalidDataError(msg)
         return ColumnData(_dask(node["codes"]), cats, bool(node.attrs.get("ordered", False)))
     if enc in ("nullable-integer", "nullable-boolean"):
         assert isinstance(node, zarr.Group)

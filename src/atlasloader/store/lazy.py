@@ -11,7 +11,14 @@ import numpy as np
 import pandas as pd
 import zarr
 
-from ..errors import InvalidTypeError, MissingKeyError
+from ..errors import (
+    AtlasLoaderError,
+    CorruptChunkError,
+    InvalidDataError,
+    InvalidTypeError,
+    MissingKeyError,
+    ShapeMismatchError,
+)
 from .elements import ColumnData, column_dask, column_to_pandas, encoding_type, read_elem
 from .matrix import LazyMatrix
 from .open import Mode, local_root, open_root, store_is_writable
@@ -53,7 +60,29 @@ class LazyFrame(Mapping[str, pd.Series]):
                 f"{key!r} not found in adata.{self._attr}; available columns: {list(self.columns)}"
             )
             raise MissingKeyError(msg)
-        return column_dask(self._group, key, self._attr)
+        try:
+            col = column_dask(self._group, key, self._attr)
+        except AtlasLoaderError:
+            raise
+        except (ValueError, TypeError, NotImplementedError) as e:
+            # zarr refuses metadata it has no data type or codec for (object arrays with a
+            # pickle codec among them): never decoded, named.
+            msg = (
+                f"adata.{self._attr}[{key!r}] ({self._attr}/{key} in the store) has array "
+                f"metadata that cannot be read safely ({e}); atlasloader reads numeric, "
+                "boolean, string and categorical columns only, never pickled objects: "
+                "write the column again with anndata"
+            )
+            raise InvalidDataError(msg) from e
+        n = len(self)
+        if col.values.shape[0] != n:
+            msg = (
+                f"adata.{self._attr}[{key!r}] has {col.values.shape[0]} values but "
+                f"{self._attr} has {n} rows ({self._attr}/{key} in the store): write the "
+                "column again with one value per row"
+            )
+            raise ShapeMismatchError(msg)
+        return col
 
     def __getitem__(self, key: str) -> pd.Series:  # type: ignore[override]
         index = self._parent.obs_names if self._attr == "obs" else self._parent.var_names
@@ -191,7 +220,18 @@ class LazyAnnData:
     def obs_names(self) -> pd.Index:
         obs = self.group["obs"]
         idx = obs[obs.attrs.get("_index", "_index")]  # type: ignore[index]
-        return pd.Index(np.asarray(read_elem(idx)).astype(object))
+        try:
+            names = np.asarray(read_elem(idx))
+        except MemoryError:
+            raise
+        except Exception as e:  # codecs raise many unrelated types for a corrupt chunk
+            msg = (
+                f"cannot read the obs names ({idx.path!r}) of the store {self.path!r}: "
+                f"{type(e).__name__}: {e}. The chunk is missing or corrupt; re-create the store "
+                "or restore that file"
+            )
+            raise CorruptChunkError(msg) from e
+        return pd.Index(names.astype(object))
 
     @cached_property
     def uns(self) -> dict[str, Any]:

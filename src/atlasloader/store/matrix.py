@@ -18,6 +18,7 @@ import scipy.sparse as sp
 import zarr
 
 from ..errors import CorruptChunkError, InvalidDataError, InvalidTypeError
+from .csr import check_csr
 from .elements import encoding_type
 
 # Per-cell arrays (CSR row pointers, registered obs codes and covariates) of stores up to this
@@ -67,6 +68,7 @@ class LazyMatrix:
             self.format = "csr"
             self._shape = tuple(int(s) for s in node.attrs["shape"])
             self._dtype = np.dtype(node["data"].dtype)
+            self._check_csr_lengths()
         elif enc == "csc_matrix":
             msg = (
                 f"{where} is stored as CSC, which cannot be read by rows efficiently; "
@@ -76,6 +78,24 @@ class LazyMatrix:
         else:
             msg = f"{where} has encoding {enc!r}; expected a dense array or csr_matrix"
             raise InvalidTypeError(msg)
+
+    def _check_csr_lengths(self) -> None:
+        """The CSR arrays' lengths agree with the shape (metadata only)."""
+        n_ptr, n_data = int(self.node["indptr"].shape[0]), int(self.node["data"].shape[0])
+        n_idx = int(self.node["indices"].shape[0])
+        problem = None
+        if n_ptr != self._shape[0] + 1:
+            problem = (
+                f"its indptr has {n_ptr} entries for {self._shape[0]} rows (expected rows + 1)"
+            )
+        elif n_data != n_idx:
+            problem = f"its data has {n_data} values but its indices {n_idx}"
+        if problem is not None:
+            msg = (
+                f"{self.where} ({self.node.path}) is not a valid CSR matrix: {problem}; "
+                "re-create the store (or write X again with anndata)"
+            )
+            raise InvalidDataError(msg)
 
     # --- metadata -----------------------------------------------------------------------------
     @property
@@ -110,7 +130,23 @@ class LazyMatrix:
         if self.format != "csr":
             raise InvalidTypeError(f"{self.where} is dense and has no indptr")
         reader = self._ptr_reader
-        return np.asarray(reader.read(0, reader.shape[0]), dtype=np.int64)
+        ptr = np.asarray(reader.read(0, reader.shape[0]), dtype=np.int64)
+        steps = np.diff(ptr)
+        bad = None
+        if ptr.size and ptr[0] != 0:
+            bad = f"starts at {int(ptr[0])}, not 0"
+        elif steps.size and steps.min() < 0:
+            row = int(np.argmax(steps < 0))
+            bad = f"decreases at row {row} ({int(ptr[row])} then {int(ptr[row + 1])})"
+        elif ptr.size and ptr[-1] != self.nnz:
+            bad = f"ends at {int(ptr[-1])}, but data holds {self.nnz} values"
+        if bad is not None:
+            msg = (
+                f"{self.where} ({self.node.path}/indptr) is not a valid CSR row pointer: it "
+                f"{bad}. An indptr chunk is missing or corrupt; restore it or re-create the store"
+            )
+            raise InvalidDataError(msg)
+        return ptr
 
     @cached_property
     def _ptr_reader(self) -> Any:
@@ -193,6 +229,7 @@ class LazyMatrix:
         lo, hi = int(ptr[0]), int(ptr[-1])
         data = self._read(self.node["data"], slice(lo, hi))
         indices = self._read(self.node["indices"], slice(lo, hi))
+        check_csr(ptr, indices, self._shape[1], f"{self.where} ({self.node.path})", start)
         return sp.csr_matrix(
             (data, indices, ptr - lo), shape=(stop - start, self._shape[1]), copy=False
         )

@@ -55,8 +55,10 @@ def open_root(
     """
     spath = str(path)
     if not is_url(spath) and not Path(spath).exists():
-        msg = f"no AnnData store at {spath!r}: the path does not exist"
+        msg = f"no AnnData store at {spath!r}: the path does not exist; check the path"
         raise StoreError(msg)
+    if not is_url(spath) and Path(spath).is_file():
+        raise NotAnnDataStoreError(not_a_directory_message(spath))
     opts = _storage_options(spath, storage_options)
     # Writers must see their own new arrays, so they bypass consolidated metadata (which is
     # refreshed once at the end of a registration); readers use it (one request on S3).
@@ -68,13 +70,21 @@ def open_root(
     try:
         group = zarr.open_group(spath, **kwargs)
     except (FileNotFoundError, zarr.errors.GroupNotFoundError) as e:
-        msg = f"no Zarr group at {spath!r} ({e}); is this an AnnData .zarr store?"
+        msg = (
+            f"no Zarr group at {spath!r} ({e}); pass an AnnData .zarr store (written by "
+            "anndata's write_zarr or atlasloader convert)"
+        )
         raise NotAnnDataStoreError(msg) from e
     except PermissionError as e:
         msg = f"store {spath!r} cannot be opened with mode {mode!r}: {e}"
         raise ReadOnlyStoreError(msg) from e
     except Exception as e:  # zarr raises several unrelated types for unreadable metadata
-        msg = f"cannot open {spath!r} as a Zarr store: {type(e).__name__}: {e}"
+        broken = _unreadable_metadata(spath) if isinstance(e, ValueError) else None
+        where = f" ({broken} is not valid JSON)" if broken else ""
+        msg = (
+            f"cannot open {spath!r} as a Zarr store{where}: {type(e).__name__}: {e}; restore "
+            "that metadata file from a copy, or re-create the store"
+        )
         raise NotAnnDataStoreError(msg) from e
     enc = group.attrs.get("encoding-type")
     if enc not in ("anndata", None) or "obs" not in group or "var" not in group:
@@ -85,6 +95,38 @@ def open_root(
         )
         raise NotAnnDataStoreError(msg)
     return group
+
+
+def not_a_directory_message(path: str) -> str:
+    """Why the file ``path`` is not a store, and what to do (an ``.h5ad`` under any name)."""
+    with open(path, "rb") as f:
+        hdf5 = f.read(8) == b"\x89HDF\r\n\x1a\n"
+    stem, ext = os.path.splitext(os.path.basename(path))
+    target = f"{stem}.converted.zarr" if ext == ".zarr" else f"{stem}.zarr"
+    if hdf5 or path.endswith((".h5ad", ".h5")):
+        kind = ": it is an HDF5 (.h5ad) file" if hdf5 else ""
+        return (
+            f"{path!r} is a file, not an AnnData Zarr store (a directory or URL){kind}; "
+            f"convert it first: atlasloader convert {path} {target}"
+        )
+    return (
+        f"{path!r} is a file, not an AnnData Zarr store (a directory or URL); pass the store's "
+        "directory"
+    )
+
+
+def _unreadable_metadata(path: str) -> str | None:
+    """The root metadata file of a local store that is not valid JSON, if any."""
+    import json
+
+    for name in ("zarr.json", ".zmetadata", ".zattrs", ".zgroup"):
+        file = Path(path) / name
+        if file.is_file():
+            try:
+                json.loads(file.read_bytes())
+            except ValueError:
+                return str(file)
+    return None
 
 
 def store_is_writable(group: zarr.Group) -> bool:

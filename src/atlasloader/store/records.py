@@ -4,11 +4,13 @@ Layout of ``root.attrs["atlasloader"]``::
 
     {"encoding-type": "atlasloader-store", "encoding-version": "0.1.0",
      "uuid": "...",                                   # the store's _scvi_uuid
-     "fields": {<spec id>: {"registry_key", "state", "inputs", "outputs"}},
+     "fields": {<spec id>: {"registry_key", "state", "inputs", "outputs", "sha256"}},
      "registries": {<name>: <registry JSON>}}
 
 A field's saved state is reused only when the fingerprints of everything it read still match
 and every column it wrote still carries the token written with it; otherwise it is recomputed.
+``sha256`` is the checksum of the record's state: a record edited by hand (a mapping that no
+longer follows the codes it was written with) is refused, never reused.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from typing import Any
 import numpy as np
 import zarr
 
-from ..errors import CorruptChunkError, InvalidDataError
+from ..errors import CorruptChunkError, InvalidDataError, StaleRegistryError
 from ..registry.codec import from_jsonable, to_jsonable
 
 ATTR = "atlasloader"
@@ -159,6 +161,13 @@ def _plain(v: Any) -> Any:
     return v
 
 
+def output_exists(root: zarr.Group, attr_name: str, key: str) -> bool:
+    """Whether ``attr_name/key`` is a member anndata reads (obs columns: in column-order)."""
+    if f"{attr_name}/{key}" not in root:
+        return False
+    return attr_name != "obs" or key in root["obs"].attrs.get("column-order", [])
+
+
 def output_token(root: zarr.Group, attr_name: str, key: str | None) -> str | None:
     path = f"{attr_name}/{key}"
     if path not in root:
@@ -198,13 +207,23 @@ def stamp_output(root: zarr.Group, attr_name: str, key: str | None) -> str:
 
 
 # --- field records ---------------------------------------------------------------------------
+def state_digest(state_json: Any) -> str:
+    """The checksum of a record's (JSON-encoded) state."""
+    text = json.dumps(state_json, sort_keys=True, separators=(",", ":"), allow_nan=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def load_state(
     root: zarr.Group,
     spec_id: str,
     inputs: list[tuple[str, str | None]],
     outputs: list[tuple[str, str | None]],
 ) -> dict | None:
-    """The persisted state of a field if it is still valid for the store's current data."""
+    """The persisted state of a field if it is still valid for the store's current data.
+
+    Raises :class:`~atlasloader.errors.StaleRegistryError` when the record was edited outside
+    atlasloader (its checksum does not match): its codes cannot be trusted to follow it.
+    """
     rec = read_meta(root)["fields"].get(spec_id)
     if rec is None:
         return None
@@ -212,12 +231,55 @@ def load_state(
         current = {f"{a}/{k}": fingerprint(root, a, k) for a, k in inputs}
     except KeyError:
         return None
-    if current != rec["inputs"]:
+    if current != rec.get("inputs"):
         return None
     for a, k in outputs:
-        if output_token(root, a, k) != rec["outputs"].get(f"{a}/{k}"):
+        if output_token(root, a, k) != rec.get("outputs", {}).get(f"{a}/{k}"):
             return None
+    digest = rec.get("sha256")
+    if digest is not None and digest != state_digest(rec.get("state")):
+        key = rec.get("registry_key", spec_id)
+        msg = (
+            f"the persisted registration of field {key!r} in the store's root attribute "
+            f"{ATTR!r} was changed outside atlasloader (its checksum does not match), so the "
+            f"codes it wrote may not follow its mapping. Restore the store's root zarr.json "
+            f"from a backup, or remove the attribute {ATTR!r} from the root group "
+            "(zarr.open_group(path, mode='r+').attrs.pop('atlasloader')) and register again"
+        )
+        raise StaleRegistryError(msg)
     return from_jsonable(rec["state"])
+
+
+def field_record(
+    root: zarr.Group,
+    registry_key: str,
+    state: dict,
+    inputs: list[tuple[str, str | None]],
+    outputs: list[tuple[str, str | None]],
+) -> dict[str, Any]:
+    """A field's record for :func:`save_records`; stamps fresh tokens on its outputs.
+
+    The record's ``outputs`` are the ownership tokens of the columns it wrote.
+    """
+    root = fresh(root)
+    encoded = to_jsonable(state)
+    return {
+        "registry_key": registry_key,
+        "state": encoded,
+        "inputs": {f"{a}/{k}": fingerprint(root, a, k) for a, k in inputs},
+        "outputs": {f"{a}/{k}": stamp_output(root, a, k) for a, k in outputs},
+        "sha256": state_digest(encoded),
+    }
+
+
+def save_records(root: zarr.Group, recs: dict[str, dict[str, Any]]) -> None:
+    """Persist field records (spec id -> :func:`field_record`) in one metadata write."""
+    if not recs:
+        return
+    root = fresh(root)  # never write back records read before another writer's
+    meta = read_meta(root)
+    meta["fields"].update(recs)
+    write_meta(root, meta)
 
 
 def save_state(
@@ -227,15 +289,11 @@ def save_state(
     state: dict,
     inputs: list[tuple[str, str | None]],
     outputs: list[tuple[str, str | None]],
-) -> None:
-    meta = read_meta(root)
-    meta["fields"][spec_id] = {
-        "registry_key": registry_key,
-        "state": to_jsonable(state),
-        "inputs": {f"{a}/{k}": fingerprint(root, a, k) for a, k in inputs},
-        "outputs": {f"{a}/{k}": stamp_output(root, a, k) for a, k in outputs},
-    }
-    write_meta(root, meta)
+) -> dict[str, str]:
+    """Persist one field's record; returns the ownership tokens stamped on its outputs."""
+    rec = field_record(root, registry_key, state, inputs, outputs)
+    save_records(root, {spec_id: rec})
+    return dict(rec["outputs"])
 
 
 def save_registry(root: zarr.Group, name: str, registry_json: dict[str, Any]) -> None:

@@ -20,13 +20,14 @@ import dask.array as da
 import numpy as np
 import zarr
 
-from ..errors import ReadOnlyStoreError, StoreError
+from ..errors import InvalidArgumentError, ReadOnlyStoreError, StoreError
 from .open import local_root, store_is_writable
 
 # Inside ``obs``: anndata reads only the obs columns named in ``column-order``, whereas every
 # member of the root group (and of ``obsm``) is read, so staging there would make a store that
 # ``anndata.read_zarr`` cannot open while (or after a crash during) a registration.
-STAGING = "obs/__atlasloader_staging__"
+STAGING_NAME = "__atlasloader_staging__"
+STAGING = f"obs/{STAGING_NAME}"
 ARRAY_ATTRS = {"encoding-type": "array", "encoding-version": "0.2.0"}
 # Rows per stored object of an encoded column (a shard in Zarr v3): a 10^8-cell column is ~100
 # objects. Inside a shard, chunks of ENCODED_INNER_ROWS rows, so that a loader reading the codes
@@ -34,6 +35,27 @@ ARRAY_ATTRS = {"encoding-type": "array", "encoding-version": "0.2.0"}
 ENCODED_CHUNK_ROWS = 1 << 20
 ENCODED_INNER_ROWS = 1 << 14
 _META_NAMES = ("zarr.json", ".zarray", ".zattrs", ".zgroup")
+
+
+def check_key(frame: str, key: str) -> None:
+    """Refuse a key that is not one plain member name of ``frame`` (``"obs"``, ``"obsm"``).
+
+    Store keys are paths: ``"a/b"`` would create a nested group and ``".."`` climb out of
+    ``frame``, or out of the store. Such keys are refused, never followed.
+    """
+    if not key or "/" in key or "\\" in key or key in (".", "..") or key.startswith(STAGING_NAME):
+        msg = (
+            f"cannot write adata.{frame}[{key!r}] into the store: as a store path "
+            f"{frame}/{key} would not be one member of {frame!r} ('/', '\\' and '..' name "
+            "other places in, or outside, the store); choose a registry key without '/', "
+            "'\\' or '..'"
+        )
+        raise InvalidArgumentError(msg)
+
+
+def _check_target(target: str) -> None:
+    frame, _, key = target.partition("/")
+    check_key(frame, key)
 
 
 def require_writable(root: zarr.Group, what: str, path: str) -> None:
@@ -119,6 +141,7 @@ def stage_array(
     (plain chunks where shards do not fit); ``exact=True`` stores chunks of exactly
     ``chunk_rows`` rows, for writers (dask tasks) that each fill whole chunks of that size.
     """
+    _check_target(target)
     n = int(shape[0])
     rows = max(1, min(chunk_rows, n))
     if exact:
@@ -191,10 +214,23 @@ def set_column_order(root: zarr.Group, frame: str, key: str, present: bool) -> N
     g.attrs["column-order"] = order
 
 
+def remove_member(root: zarr.Group, frame: str, key: str) -> None:
+    """Delete ``frame/key`` (an obs column is first hidden from anndata, then deleted)."""
+    check_key(frame, key)
+    if frame == "obs":
+        set_column_order(root, frame, key, present=False)
+    base = local_root(root)
+    if base is not None:
+        shutil.rmtree(base / frame / key, ignore_errors=True)
+    elif f"{frame}/{key}" in root:
+        del root[f"{frame}/{key}"]
+
+
 def write_obs_column(
     root: zarr.Group, key: str, values: da.Array | np.ndarray, attrs: dict[str, Any]
 ) -> None:
     """Write an obs column; it is hidden from anndata while being replaced."""
+    check_key("obs", key)
     set_column_order(root, "obs", key, present=False)
     write_array(root, f"obs/{key}", values, attrs)
     set_column_order(root, "obs", key, present=True)
@@ -202,6 +238,7 @@ def write_obs_column(
 
 def publish_column(staged: Staged, frame: str, key: str) -> None:
     """Publish a staged ``obs``/``var`` column; it is hidden from anndata while replaced."""
+    check_key(frame, key)
     set_column_order(staged.root, frame, key, present=False)
     publish(staged)
     set_column_order(staged.root, frame, key, present=True)
@@ -210,11 +247,25 @@ def publish_column(staged: Staged, frame: str, key: str) -> None:
 def write_obsm_array(
     root: zarr.Group, key: str, values: da.Array | np.ndarray, attrs: dict[str, Any]
 ) -> None:
+    check_key("obsm", key)
     if "obsm" not in root:
         root.create_group("obsm").attrs.update(
             {"encoding-type": "dict", "encoding-version": "0.1.0"}
         )
     write_array(root, f"obsm/{key}", values, attrs)
+
+
+def drop_staging(root: zarr.Group) -> None:
+    """Remove every staged (unpublished) array: leftovers of a failed or killed writer.
+
+    Only call it holding the store's write lock (:mod:`atlasloader.store.lock`) or as the
+    writer that staged them: another writer's staging area is its work in progress.
+    """
+    base = local_root(root)
+    if base is not None:
+        shutil.rmtree(base / STAGING, ignore_errors=True)
+    elif STAGING in root:
+        del root[STAGING]
 
 
 def finish_writes(root: zarr.Group, consolidated: bool | None = None) -> None:
@@ -224,11 +275,7 @@ def finish_writes(root: zarr.Group, consolidated: bool | None = None) -> None:
     (writing the root's attributes through a handle opened without it drops it on Zarr v3);
     None looks at the store now.
     """
-    base = local_root(root)
-    if base is not None:
-        shutil.rmtree(base / STAGING, ignore_errors=True)
-    elif STAGING in root:
-        del root[STAGING]
+    drop_staging(root)
     if consolidated is None:
         consolidated = is_consolidated(root)
     if consolidated:
