@@ -13,6 +13,10 @@ atlasloader's errors, or the specific class.
 
 from __future__ import annotations
 
+import errno
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 
 class AtlasLoaderError(Exception):
     """Base class of every error raised by atlasloader."""
@@ -70,6 +74,10 @@ class CorruptChunkError(StoreError, ValueError):
     """A chunk of a stored array cannot be read or decoded."""
 
 
+class DiskFullError(StoreError):
+    """The filesystem (or quota) ran out of space while writing; nothing was published."""
+
+
 class StoreLockedError(StoreError):
     """Another process held the store's write lock for longer than the lock timeout."""
 
@@ -99,3 +107,36 @@ class NotRegisteredError(AtlasLoaderError, AssertionError):
 
 class MissingDependencyError(AtlasLoaderError, ImportError):
     """An optional dependency (scvi-tools, lightning, ...) is needed but not installed."""
+
+
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+@contextmanager
+def os_errors(path: object, what: str) -> Iterator[None]:
+    """Name the filesystem errors of writing ``what`` into ``path``.
+
+    A full disk (or quota, or file size limit) becomes :class:`DiskFullError` and a read-only
+    filesystem :class:`ReadOnlyStoreError`, both saying that nothing was published; the
+    writers below have already removed their unpublished parts when the error gets here.
+    Other errors pass unchanged.
+    """
+    try:
+        yield
+    except AtlasLoaderError:
+        raise
+    except OSError as e:
+        if e.errno in _NO_SPACE:
+            msg = (
+                f"no space left on the filesystem of {str(path)!r} while writing {what} "
+                f"({e.strerror}{f': {e.filename}' if e.filename else ''}); nothing was published "
+                "and the partial writes were removed: free some space, or write to another disk"
+            )
+            raise DiskFullError(msg) from e
+        if e.errno == errno.EROFS:
+            msg = (
+                f"cannot write {what}: {str(path)!r} is on a read-only filesystem; nothing "
+                "was written: write to a writable location, or register a writable copy"
+            )
+            raise ReadOnlyStoreError(msg) from e
+        raise

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from ..data._writers import CODECS, ROOT_ATTRS
-from ..errors import InvalidArgumentError, InvalidDataError, InvalidTypeError
+from ..errors import InvalidArgumentError, InvalidDataError, InvalidTypeError, os_errors
 from ._convert_dask import Progress, run
 from ._convert_inspect import layout_of, original_order
 from ._convert_obs import POSITION_KEY, SOURCE_KEY, check_new_columns, concat_rows, n_obs, write_obs
@@ -235,6 +235,19 @@ def convert(
             upload_store(local, str(dst), overwrite=overwrite, storage_options=storage_options)
         return str(dst)
     target = Path(str(dst).removeprefix("file://"))
+    with os_errors(target, "the converted store"):
+        _convert_local(paths, target, opts, settings, overwrite, progress)
+    return os.fspath(dst)
+
+
+def _convert_local(
+    paths: list[str],
+    target: Path,
+    opts: Options,
+    settings: _Settings,
+    overwrite: bool,
+    progress: bool,
+) -> None:
     with ExitStack() as stack:
         sources = [stack.enter_context(Source(p)) for p in paths]
         check_target(target, overwrite)
@@ -251,7 +264,6 @@ def convert(
         publish(partial, target, overwrite)
     finally:
         shutil.rmtree(partial, ignore_errors=True)  # still there only if publishing failed
-    return os.fspath(dst)
 
 
 def _input_paths(src: Any) -> list[str]:

@@ -30,7 +30,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from ..errors import StoreLockedError
+from ..errors import StoreLockedError, os_errors
 
 __all__ = ["lock_timeout", "store_dir", "write_lock"]
 
@@ -75,6 +75,12 @@ def write_lock(store: str | os.PathLike[str] | None, what: str) -> Iterator[None
     if store is None:
         yield
         return
+    with os_errors(store, what), _locked(store, what):
+        yield
+
+
+@contextmanager
+def _locked(store: str | os.PathLike[str], what: str) -> Iterator[None]:
     import fcntl
 
     key = str(Path(store).resolve())

@@ -33,6 +33,7 @@ from ..errors import AtlasLoaderError
 from . import records
 from .elements import encoding_type
 from .open import open_root
+from .write import STAGING
 
 __all__ = ["Problem", "ValidationReport", "check_store", "validate_store"]
 
@@ -52,10 +53,15 @@ class Problem:
         an element (``obs/batch``) or a registration (``registry 'SCVI', field 'batch'``).
     what
         What is wrong and, where it helps, what to do.
+    kind
+        ``"damage"`` (data or a registration cannot be used) or ``"incomplete"``: unpublished
+        leftovers of a write that was killed, invisible to readers, removed by the next
+        registration or ``preprocess`` of the store.
     """
 
     where: str
     what: str
+    kind: str = "damage"  # or "incomplete": leftovers of an interrupted write, data intact
 
     def __str__(self) -> str:
         return f"{self.where}: {self.what}"
@@ -90,6 +96,11 @@ class ValidationReport:
     @property
     def ok(self) -> bool:
         return not self.problems
+
+    @property
+    def damaged(self) -> tuple[Problem, ...]:
+        """The problems that are not leftovers of an interrupted write."""
+        return tuple(p for p in self.problems if p.kind != "incomplete")
 
 
 def validate_store(
@@ -183,6 +194,17 @@ def _walk(group: zarr.Group, problems: list[Problem]) -> list[zarr.Array]:
         return arrays
     for name in names:
         where = f"{group.path}/{name}" if group.path else name
+        if where == STAGING:
+            problems.append(
+                Problem(
+                    where,
+                    "unpublished arrays left by an interrupted registration or preprocess "
+                    "(readers never see them); the next registration or preprocess of this "
+                    "store removes them",
+                    kind="incomplete",
+                )
+            )
+            continue
         try:
             node = group[name]
         except KeyError:
