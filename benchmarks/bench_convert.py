@@ -48,7 +48,7 @@ def hwm_mb():
     with open("/proc/self/status") as f:
         return next(int(line.split()[1]) / 1024 for line in f if line.startswith("VmHWM:"))
 
-from atlasloader.store.convert import convert
+from atlasloader.conversion.convert import convert
 args = json.loads(sys.argv[1])
 t0 = time.perf_counter()
 convert(args["src"], args["dst"], overwrite=True, **args["kwargs"])

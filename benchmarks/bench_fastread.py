@@ -26,7 +26,7 @@ import numpy as np
 import zarr
 from zarr.codecs import BloscCodec
 
-from atlasloader.store.fastread import ChunkReader
+from atlasloader.reading.chunks import ChunkReader
 
 RUN_ROWS = 16
 RUNS_PER_BATCH = 256

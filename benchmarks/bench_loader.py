@@ -44,9 +44,9 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 PEERS = ROOT / "benchmarks" / "peers"
-sys.path.insert(0, str(ROOT / "src"))  # atlasloader.bench only, if run without the venv
+sys.path.insert(0, str(ROOT / "src"))  # atlasloader.benchmarking only, if run without the venv
 
-from atlasloader.bench import BenchResult, format_markdown, format_table  # noqa: E402
+from atlasloader.benchmarking.bench import BenchResult, format_markdown, format_table  # noqa: E402
 
 PEER_KEYS = ("annbatch", "scdataset", "scvi", "scvi-memory")
 RUN_KEYS = ("atlasloader", *PEER_KEYS, "sparse", "small", "sweep")
@@ -247,11 +247,11 @@ def atlasloader_spec(
     rows: int | None = None,
     reads: int | None = None,
 ) -> Spec:
-    """Run ``python -m atlasloader.bench`` on ``data``'s store."""
+    """Run ``python -m atlasloader.benchmarking.bench`` on ``data``'s store."""
     cmd = [
         args.python,
         "-m",
-        "atlasloader.bench",
+        "atlasloader.benchmarking.bench",
         str(data.store),
         "--json",
         "--name",

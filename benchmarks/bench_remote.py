@@ -340,7 +340,7 @@ def _measure_windowed(
     **kw: Any,
 ) -> dict[str, Any]:
     """``measure_loader`` on ``factory``'s loader, with the HTTP counters of the timed window."""
-    from atlasloader.bench import measure_loader
+    from atlasloader.benchmarking.bench import measure_loader
 
     marks: dict[str, Any] = {}
     record = bool(cfg.get("record"))
@@ -409,11 +409,11 @@ def run_atlasloader(cfg: dict[str, Any]) -> dict[str, Any]:
     patches = dict(cfg.get("patch") or {})
     if patches:
         # Experiments only: module constants of the chunk reader (not public knobs).
-        import atlasloader.store.fastread as fastread
+        import atlasloader.reading.chunks as fastread
 
         for name, value in patches.items():
             if not hasattr(fastread, name):
-                raise AttributeError(f"atlasloader.store.fastread has no {name}")
+                raise AttributeError(f"atlasloader.reading.chunks has no {name}")
             setattr(fastread, name, value)
 
     def factory() -> Any:
@@ -553,7 +553,7 @@ def run_replay(cfg: dict[str, Any]) -> dict[str, Any]:
     else:
         import zarr.storage
 
-        from atlasloader.store.remoteread import RangeRequest, RemoteFetcher
+        from atlasloader.reading.remote import RangeRequest, RemoteFetcher
 
         store = zarr.storage.FsspecStore.from_url(
             f"s3://{BUCKET}/{cfg['key']}", storage_options=opts, read_only=True

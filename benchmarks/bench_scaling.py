@@ -175,7 +175,7 @@ LOADER = (
     + r"""
 import torch  # a training script has torch loaded already
 from atlasloader import AnnDataLoader
-from atlasloader.bench import measure_loader
+from atlasloader.benchmarking.bench import measure_loader
 import atlasloader.loading.loader
 base = _status("VmRSS")
 t0 = time.perf_counter()

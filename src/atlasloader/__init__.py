@@ -18,7 +18,7 @@ _LAZY = {
     "read_lazy": ".store.lazy",
     "LazyAnnData": ".store.lazy",
     "AnnDataLoader": ".loading",
-    "convert": ".store.convert",
+    "convert": ".conversion.convert",
     "preprocess": ".preprocess._export",
     "fields": ".fields",
     "data": ".data",
@@ -36,7 +36,7 @@ def __getattr__(name: str) -> Any:
         raise AttributeError(f"module 'atlasloader' has no attribute {name!r}")
     module = importlib.import_module(_LAZY[name], __name__)
     # A subpackage (fields, data, ...) is itself the attribute; otherwise take the name
-    # from the module (convert lives in store/convert.py).
+    # from the module (convert lives in conversion/convert.py).
     value = getattr(module, name, module)
     globals()[name] = value
     return value

@@ -1,4 +1,4 @@
-"""Tests of :mod:`atlasloader.bench`: fields are filled and sane, tables render (no timings)."""
+"""Tests of :mod:`atlasloader.benchmarking.bench`: fields filled and sane, tables render."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from atlasloader.bench import (
+from atlasloader.benchmarking.bench import (
     COLUMNS,
     BenchResult,
     batch_entropy,

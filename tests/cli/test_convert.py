@@ -6,7 +6,7 @@ import anndata as ad
 import numpy as np
 import pytest
 
-from atlasloader.store.convert import layout_of, original_order
+from atlasloader.conversion.convert import layout_of, original_order
 
 from ._support import N_GENES
 

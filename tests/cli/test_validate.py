@@ -1,4 +1,4 @@
-"""``atlasloader validate`` and :func:`atlasloader.store.validate.validate_store`."""
+"""``atlasloader validate`` and :func:`atlasloader.validation.validate.validate_store`."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import anndata as ad
 import zarr
 
 from atlasloader.data import synthetic_iid
-from atlasloader.store.validate import Problem, check_store, validate_store
+from atlasloader.validation.validate import Problem, check_store, validate_store
 
 
 def _garble(path: Path, offset: int = 0, n: int = 16) -> None:

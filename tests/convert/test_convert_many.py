@@ -26,6 +26,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import atlasloader
+from atlasloader.conversion.convert import POSITION_KEY, SOURCE_KEY, convert, original_order
+from atlasloader.conversion.shuffle import take_ranges
+from atlasloader.conversion.tasks import pieces_of
 from atlasloader.data import make_atlas_h5ad, make_atlas_store
 from atlasloader.errors import (
     InvalidArgumentError,
@@ -34,9 +37,6 @@ from atlasloader.errors import (
     NotAnnDataStoreError,
     StoreError,
 )
-from atlasloader.store._convert_shuffle import take_ranges
-from atlasloader.store._convert_tasks import pieces_of
-from atlasloader.store.convert import POSITION_KEY, SOURCE_KEY, convert, original_order
 
 from .test_convert_store import assert_matrix_equal, read_input, synthetic, write_input
 
@@ -424,7 +424,7 @@ def test_obs_columns_of_conflicting_types(two_inputs: list[str], tmp_path: Path)
 # --- interruption -------------------------------------------------------------------------------
 SLOW = """
 import sys, time
-import atlasloader.store._convert_shards as shards
+import atlasloader.conversion.shards as shards
 original = shards.ShardWriter._store
 
 def store(self, shard, payload):
@@ -432,7 +432,7 @@ def store(self, shard, payload):
     time.sleep(0.05)  # slow enough to be killed mid-way
 
 shards.ShardWriter._store = store
-from atlasloader.store.convert import convert
+from atlasloader.conversion.convert import convert
 convert(sys.argv[1:-1], sys.argv[-1], shuffle=True, shard_rows=32, block_rows=100)
 """
 

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from atlasloader.store import _convert_state
-from atlasloader.store._convert_state import Spilled, permutation, remove_state, row_pointers
-from atlasloader.store.convert import convert
+from atlasloader.conversion import state as _convert_state
+from atlasloader.conversion.convert import convert
+from atlasloader.conversion.state import Spilled, permutation, remove_state, row_pointers
 
 
 @pytest.fixture

@@ -25,6 +25,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import atlasloader
+from atlasloader.conversion.convert import convert, layout_of
+from atlasloader.conversion.shards import ShardAppender, ShardWriter
 from atlasloader.data import make_atlas_h5ad, make_atlas_store
 from atlasloader.errors import (
     InvalidArgumentError,
@@ -32,8 +34,6 @@ from atlasloader.errors import (
     NotAnnDataStoreError,
     StoreError,
 )
-from atlasloader.store._convert_shards import ShardAppender, ShardWriter
-from atlasloader.store.convert import convert, layout_of
 from atlasloader.store.open import open_root
 
 ATLAS = {"n_cells": 20_000, "n_genes": 500, "n_batches": 5, "nnz_per_cell": 40}
@@ -315,7 +315,7 @@ def test_shard_writer_matches_zarr(
 # --- crash safety and overwrite -----------------------------------------------------------------
 CRASH = """
 import os, sys
-import atlasloader.store._convert_shards as shards
+import atlasloader.conversion.shards as shards
 original = shards.ShardWriter._store
 calls = [0]
 
@@ -326,7 +326,7 @@ def store(self, shard, payload):
         os._exit(17)  # as abrupt as SIGKILL: no cleanup, no finally
 
 shards.ShardWriter._store = store
-from atlasloader.store.convert import convert
+from atlasloader.conversion.convert import convert
 convert(sys.argv[1], sys.argv[2], block_rows=256, shard_rows=64)
 """
 
@@ -462,7 +462,7 @@ def test_public_name_and_progress(tmp_path: Path, capsys: pytest.CaptureFixture[
 MEMORY = """
 import json, sys
 import anndata, h5py, numcodecs, zarr  # imported before measuring: not the conversion's memory
-from atlasloader.store.convert import convert
+from atlasloader.conversion.convert import convert
 
 def status(key):
     with open("/proc/self/status") as f:

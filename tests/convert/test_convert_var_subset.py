@@ -16,10 +16,10 @@ import pytest
 
 import atlasloader
 from atlasloader import AnnDataLoader, AnnDataManager
+from atlasloader.conversion.convert import convert
 from atlasloader.data import make_atlas_h5ad
 from atlasloader.errors import InvalidArgumentError, InvalidDataError, MissingKeyError
 from atlasloader.fields import LayerField
-from atlasloader.store.convert import convert
 
 from .test_convert_many import SMALL, TINY, assert_x_equal, concat_ref
 from .test_convert_store import write_input
@@ -67,7 +67,7 @@ def test_gene_names_in_their_order_with_several_inputs(tmp_path: Path) -> None:
         ref = concat_ref([a, b], join="inner", index_unique="-")[:, genes]
     result = ad.read_zarr(out)
     assert list(result.var_names) == genes
-    order = atlasloader.store.convert.original_order(out)
+    order = atlasloader.conversion.convert.original_order(out)
     assert_x_equal(result.X[order], ref.X)
 
 

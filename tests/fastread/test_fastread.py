@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from zarr.codecs import BloscCodec, GzipCodec, ShardingCodec, TransposeCodec, ZstdCodec
 
 from atlasloader.errors import CorruptChunkError, InvalidArgumentError
-from atlasloader.store.fastread import ChunkReader
+from atlasloader.reading.chunks import ChunkReader
 
 LZ4 = BloscCodec(cname="lz4", clevel=3, shuffle="shuffle")
 SETTINGS = settings(

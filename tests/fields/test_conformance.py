@@ -32,7 +32,7 @@ from atlasloader.fields import (
     ObsmField,
     StringUnsField,
 )
-from atlasloader.registry.codec import from_jsonable, to_jsonable
+from atlasloader.store.codec import from_jsonable, to_jsonable
 
 
 @dataclass

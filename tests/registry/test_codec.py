@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from atlasloader.errors import InvalidDataError
-from atlasloader.registry.codec import from_jsonable, to_jsonable
 from atlasloader.registry.model import DataLocation, FieldRegistry, Registry
+from atlasloader.store.codec import from_jsonable, to_jsonable
 
 SETTINGS = settings(max_examples=60, deadline=None)
 

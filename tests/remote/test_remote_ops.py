@@ -21,7 +21,7 @@ from atlasloader.data import make_atlas_h5ad
 from atlasloader.errors import NotAnnDataStoreError, StoreError
 from atlasloader.fields import CategoricalObsField, LayerField
 from atlasloader.preprocess import preprocess
-from atlasloader.store.validate import validate_store
+from atlasloader.validation.validate import validate_store
 
 pytestmark = [pytest.mark.s3, pytest.mark.filterwarnings("ignore:obs_names collide")]
 pytest.importorskip("moto.server", reason="moto[server] is not installed")

@@ -22,7 +22,7 @@ from atlasloader import AnnDataLoader, AnnDataManager, read_lazy
 from atlasloader.data import make_atlas_h5ad
 from atlasloader.errors import CorruptChunkError, RemoteStoreError, StoreError
 from atlasloader.fields import CategoricalObsField, LayerField
-from atlasloader.store.fastread import ChunkReader
+from atlasloader.reading.chunks import ChunkReader
 
 pytestmark = pytest.mark.s3
 pytest.importorskip("moto.server", reason="moto[server] is not installed")

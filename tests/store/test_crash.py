@@ -34,8 +34,8 @@ def test_validate_names_leftovers_of_an_interrupted_write_without_calling_them_d
 ) -> None:
     import zarr
 
-    from atlasloader.store.validate import check_store
     from atlasloader.store.write import STAGING
+    from atlasloader.validation.validate import check_store
 
     base = tmp_path / "w"
     base.mkdir()

@@ -36,7 +36,7 @@ def add_parser(sub: Any) -> None:
 
 def run(args: argparse.Namespace, ui: Ui) -> int:
     """Measure the shuffled loader on a store: cells/s, first batch, peak RSS, randomness."""
-    from ..bench import main as bench_main
+    from ..benchmarking.bench import main as bench_main
 
     bench_main([args.store, *args.options])
     return 0

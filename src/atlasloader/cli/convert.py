@@ -116,8 +116,8 @@ def _size(path: str) -> int:
 
 def run(args: argparse.Namespace, ui: Ui) -> int:
     """Convert the inputs; print the new store's shape and layout."""
+    from ..conversion.convert import convert, layout_of
     from ..errors import InvalidDataError
-    from ..store.convert import convert, layout_of
 
     options: dict[str, Any] = {
         "chunk_rows": args.chunk_rows,

@@ -53,7 +53,7 @@ def _bytes(n: int) -> str:
 
 def run(args: argparse.Namespace, ui: Ui) -> int:
     """Validate; list the problems (exit 1) or summarise (exit 0)."""
-    from ..store.validate import check_store
+    from ..validation.validate import check_store
 
     report = check_store(check_store_path(args.store), progress=ui.progress)
     if report.problems:

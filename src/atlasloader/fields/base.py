@@ -7,9 +7,9 @@ import json
 from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, Any
 
-from ..registry.codec import to_jsonable
 from ..registry.model import DataLocation
 from ..store.backing import Backing, backing_of
+from ..store.codec import to_jsonable
 
 if TYPE_CHECKING:
     import rich.table

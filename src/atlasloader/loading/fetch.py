@@ -16,9 +16,9 @@ import scipy.sparse as sp
 import zarr
 
 from ..errors import InvalidTypeError
+from ..reading.chunks import ChunkReader
 from ..store import matrix as _matrix
 from ..store.csr import select_columns
-from ..store.fastread import ChunkReader
 from ..store.lazy import LazyAnnData
 from ..store.matrix import LazyMatrix
 

@@ -117,7 +117,7 @@ def _default_context(fetchers: dict[str, Any]) -> str | None:
     loop and fail in the child; workers started by a fork server unpickle the stores instead,
     which opens fresh connections.
     """
-    from ..store.remoteread import is_remote_store
+    from ..reading.remote import is_remote_store
 
     remote = any(is_remote_store(st) for f in fetchers.values() for st in _stores(f))
     return "forkserver" if remote and sys.platform != "win32" else None

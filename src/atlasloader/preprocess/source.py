@@ -2,7 +2,7 @@
 
 A task never receives an open file: on a store it gets a :class:`StoreRows` (the Zarr arrays'
 locations and codecs, a few kB pickled) and a row range, and reads that range itself with
-:class:`~atlasloader.store.fastread.ChunkReader` (direct chunk decoding, GIL released); in
+:class:`~atlasloader.reading.chunks.ChunkReader` (direct chunk decoding, GIL released); in
 memory it slices its rows from the matrix, held once in the graph. Either way the same graph
 runs on the threaded scheduler or on ``dask.distributed`` worker processes.
 """
@@ -16,8 +16,8 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..errors import InvalidDataError, InvalidTypeError, MissingKeyError
+from ..reading.chunks import ChunkReader
 from ..store.csr import check_csr
-from ..store.fastread import ChunkReader
 from ..store.lazy import LazyAnnData
 from ..store.matrix import LazyMatrix
 from . import graph

@@ -9,8 +9,8 @@ from typing import Any
 
 from .. import constants as C
 from ..errors import InvalidDataError
+from ..store.codec import from_jsonable, to_jsonable
 from .attrdict import attrdict
-from .codec import from_jsonable, to_jsonable
 
 REGISTRY_ENCODING_TYPE = "atlasloader-registry"
 REGISTRY_ENCODING_VERSION = "0.1.0"

@@ -150,7 +150,7 @@ class LazyMatrix:
 
     @cached_property
     def _ptr_reader(self) -> Any:
-        from .fastread import ChunkReader
+        from ..reading.chunks import ChunkReader
 
         return ChunkReader(self.node["indptr"])
 
@@ -236,7 +236,7 @@ class LazyMatrix:
 
     @cached_property
     def _readers(self) -> tuple[Any, ...]:
-        from .fastread import ChunkReader
+        from ..reading.chunks import ChunkReader
 
         if self.format == "csr":
             return ChunkReader(self.node["data"]), ChunkReader(self.node["indices"])

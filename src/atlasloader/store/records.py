@@ -24,7 +24,7 @@ import numpy as np
 import zarr
 
 from ..errors import CorruptChunkError, InvalidDataError, StaleRegistryError
-from ..registry.codec import from_jsonable, to_jsonable
+from .codec import from_jsonable, to_jsonable
 
 ATTR = "atlasloader"
 ENCODING_TYPE = "atlasloader-store"

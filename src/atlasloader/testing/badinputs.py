@@ -421,7 +421,7 @@ def _api_transfer(extend: bool) -> Callable[[Path], Any]:
 
 
 def _api_convert(base: Path) -> Any:
-    from ..store.convert import convert
+    from ..conversion.convert import convert
 
     return convert([str(base / "in/a.h5ad"), str(base / "in/b.h5ad")], str(base / "out.zarr"))
 
@@ -433,7 +433,7 @@ def _api_obs_names(base: Path) -> Any:
 
 
 def _api_convert_store(base: Path) -> Any:
-    from ..store.convert import convert
+    from ..conversion.convert import convert
 
     return convert(_store(base), str(base / "out.zarr"))
 

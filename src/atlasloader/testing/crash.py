@@ -9,7 +9,7 @@ input is handed to a child that is SIGKILLed at that point. After each kill:
    ``convert``: the destination is absent, nothing published, or opens whole);
 2. every file of the user's own data (X, layers, the original obs/var columns, uns, obsm) hashes
    as before, in every input;
-3. :func:`atlasloader.store.validate.check_store` finds no damage: clean, or only the named
+3. :func:`atlasloader.validation.validate.check_store` finds no damage: clean, or only the named
    leftovers of the interrupted write (``kind="incomplete"``);
 4. the operation run again succeeds and gives the clean run's result (codes, columns, matrix).
 
@@ -57,9 +57,9 @@ _CHILD = """
 import json, sys, warnings
 warnings.simplefilter("ignore")
 import atlasloader
-from atlasloader import AnnDataManager, read_lazy
-from atlasloader.fields import CategoricalObsField, LayerField
-from atlasloader.preprocess import preprocess
+from .. import AnnDataManager, read_lazy
+from ..fields import CategoricalObsField, LayerField
+from ..preprocess import preprocess
 base = sys.argv[1]
 def fields():
     return [LayerField("X", None, is_count_data=True), CategoricalObsField("batch", "batch"),
@@ -354,7 +354,7 @@ def _opens(store: Path) -> str | None:
 
 def _damage(store: Path) -> tuple[list[str], bool]:
     """Problems that are damage, and whether there were named leftovers (``incomplete``)."""
-    from ..store.validate import check_store
+    from ..validation.validate import check_store
 
     report = check_store(store)
     return [str(p) for p in report.damaged], len(report.damaged) < len(report.problems)

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InvalidDataError, InvalidTypeError, MissingKeyError
-from ._convert_obs import POSITION_KEY
+from .obs import POSITION_KEY
 
 __all__ = ["layout_of", "original_order"]
 
@@ -45,8 +45,8 @@ def original_order(path: str | os.PathLike[str]) -> np.ndarray:
     >>> list(adata[original_order(path)].obs_names[:3])
     ['cell_0', 'cell_1', 'cell_2']
     """
-    from .elements import read_elem
-    from .open import open_root
+    from ..store.elements import read_elem
+    from ..store.open import open_root
 
     root = open_root(path, mode="r")
     obs: Any = root["obs"]
@@ -98,8 +98,8 @@ def layout_of(path: str | os.PathLike[str], key: str = "X") -> dict[str, Any]:
     >>> layout_of("atlas.zarr")  # doctest: +SKIP
     {'zarr_format': 3, 'format': 'csr', 'chunk_rows': 16, 'shard_rows': 5152, 'codec': 'lz4', ...}
     """
-    from .elements import encoding_type
-    from .open import open_root
+    from ..store.elements import encoding_type
+    from ..store.open import open_root
 
     root = open_root(path, mode="r")
     if key not in root:

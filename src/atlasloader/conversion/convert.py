@@ -30,10 +30,11 @@ import numpy as np
 
 from ..data._writers import CODECS, ROOT_ATTRS
 from ..errors import InvalidArgumentError, InvalidDataError, InvalidTypeError, os_errors
-from ._convert_dask import Progress, run
-from ._convert_inspect import layout_of, original_order
-from ._convert_obs import POSITION_KEY, SOURCE_KEY, check_new_columns, concat_rows, n_obs, write_obs
-from ._convert_plan import (
+from ..store.open import is_url
+from .graph import Progress, run
+from .layout import layout_of, original_order
+from .obs import POSITION_KEY, SOURCE_KEY, check_new_columns, concat_rows, n_obs, write_obs
+from .plan import (
     Elements,
     MatrixJob,
     VarJoin,
@@ -42,7 +43,7 @@ from ._convert_plan import (
     plan_elements,
     restrict_var,
 )
-from ._convert_safety import (
+from .safety import (
     PARTIAL_ENCODING,
     check_target,
     owner,
@@ -50,12 +51,11 @@ from ._convert_safety import (
     publish,
     remove_stale_partials,
 )
-from ._convert_shuffle import TMP_DIR, shuffle_graph
-from ._convert_sink import DEFAULT_CHUNK_ROWS, Options, create_matrix, plan_matrix, write_indptr
-from ._convert_source import Source
-from ._convert_state import STATE_DIR, Spilled, permutation, remove_state, row_pointers
-from ._convert_tasks import copy_graph, count_graph
-from .open import is_url
+from .shuffle import TMP_DIR, shuffle_graph
+from .sink import DEFAULT_CHUNK_ROWS, Options, create_matrix, plan_matrix, write_indptr
+from .source import Source
+from .state import STATE_DIR, Spilled, permutation, remove_state, row_pointers
+from .tasks import copy_graph, count_graph
 
 __all__ = ["POSITION_KEY", "SOURCE_KEY", "convert", "layout_of", "original_order"]
 
@@ -182,7 +182,7 @@ def convert(
         fsspec options of a remote ``dst`` (``s3://...``): credentials, ``client_kwargs``.
         A remote ``dst`` is converted into a local temporary directory (``ATLASLOADER_TMPDIR``
         or the system's), then uploaded chunk objects first and the root metadata last
-        (:mod:`atlasloader.store.upload`), so the URL never opens as a half-written store.
+        (:mod:`atlasloader.conversion.upload`), so the URL never opens as a half-written store.
 
     Returns
     -------
@@ -209,7 +209,7 @@ def convert(
     >>> tmp = tempfile.mkdtemp()
     >>> a = make_atlas_h5ad(tmp + "/a.h5ad", n_cells=1_000, n_genes=100, nnz_per_cell=20)
     >>> path = atlasloader.convert(a, tmp + "/a.zarr")
-    >>> atlasloader.store.convert.layout_of(path)["chunk_rows"]
+    >>> atlasloader.conversion.convert.layout_of(path)["chunk_rows"]
     16
     >>> b = make_atlas_h5ad(tmp + "/b.h5ad", n_cells=500, n_genes=100, nnz_per_cell=20, seed=1)
     >>> path = atlasloader.convert([a, b], tmp + "/ab.zarr", shuffle=True, seed=0)
@@ -449,7 +449,7 @@ def _write_small(
     perm: np.ndarray | None,
 ) -> None:
     """var, uns, varm, varp (from the first input) and the per-cell elements read whole."""
-    from .elements import write_elem
+    from ..store.elements import write_elem
 
     first = sources[0]
     cols = var.columns[0]

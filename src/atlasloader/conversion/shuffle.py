@@ -25,13 +25,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..errors import CorruptChunkError
-from ._convert_sink import BLOCK_BYTES, index_dtype, open_output, release_memory, write_shards
-from ._convert_state import Spilled
-from ._convert_tasks import Graph, read_csr, read_dense
+from .sink import BLOCK_BYTES, index_dtype, open_output, release_memory, write_shards
+from .state import Spilled
+from .tasks import Graph, read_csr, read_dense
 
 if TYPE_CHECKING:
-    from ._convert_plan import MatrixJob
-    from ._convert_sink import Plan
+    from .plan import MatrixJob
+    from .sink import Plan
 
 TMP_DIR = "__shuffle__"
 

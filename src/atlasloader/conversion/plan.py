@@ -17,7 +17,7 @@ import pandas as pd
 from ..errors import InvalidArgumentError, InvalidDataError
 
 if TYPE_CHECKING:
-    from ._convert_source import Source, SourceMatrix
+    from .source import Source, SourceMatrix
 
 JOINS = ("exact", "inner")
 Format = Literal["csr", "dense"]
@@ -178,7 +178,7 @@ def join_var(names: list[pd.Index], paths: list[str], join: str, what: str = "va
 def restrict_var(var: VarJoin, first_var: pd.DataFrame, subset: Any, path: str) -> VarJoin:
     """Keep only the joined genes ``subset`` selects (a boolean column of the first input's
     ``var`` or gene names), in their order; every input's columns follow."""
-    from .genes import subset_positions
+    from ..store.genes import subset_positions
 
     joined = first_var if var.columns[0] is None else first_var.iloc[var.columns[0]]
     joined = joined.set_axis(var.names)

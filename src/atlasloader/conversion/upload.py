@@ -29,7 +29,7 @@ _META_NAMES = frozenset({"zarr.json", ".zarray", ".zgroup", ".zattrs", ".zmetada
 def _filesystem(url: str, storage_options: dict[str, Any] | None) -> tuple[Any, str]:
     from fsspec.core import url_to_fs
 
-    from .open import _storage_options
+    from ..store.open import _storage_options
 
     opts = _storage_options(url, storage_options) or {}
     try:

@@ -1,6 +1,6 @@
 """Many ranged reads of a remote Zarr store in flight at once, retried, handed back as they land.
 
-:class:`~atlasloader.store.fastread.ChunkReader` plans which bytes of which objects a read needs
+:class:`~atlasloader.reading.chunks.ChunkReader` plans which bytes of which objects a read needs
 (inner chunks of shards coalesced into spans, shard indices cached); on a remote store this module
 fetches them. It goes through the store's own asynchronous API (zarr's ``FsspecStore`` over s3fs,
 gcsfs, HTTP..., or ``ObjectStore`` over obstore), so every backend zarr can open is read the same

@@ -1,7 +1,7 @@
 """The copying tasks of :func:`atlasloader.convert`, and the dask graphs made of them.
 
 Every task is a module-level function taking plain values (paths, keys, row ranges, small
-numpy arrays, the frozen :class:`~._convert_plan.MatrixJob`): it opens the input itself, reads
+numpy arrays, the frozen :class:`~.plan.MatrixJob`): it opens the input itself, reads
 only the rows it needs, and writes whole shards of the output that no other task writes. So
 tasks run the same on threads and on ``dask.distributed`` worker processes, and memory is
 bounded by a task's rows, never by the input.
@@ -15,16 +15,16 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import CorruptChunkError, StoreError
-from ._convert_sink import index_dtype, open_output, release_memory, write_shards
-from ._convert_source import Source
-from ._convert_state import WINDOW, Spilled
-from .csr import select_columns
+from ..store.csr import select_columns
+from .sink import index_dtype, open_output, release_memory, write_shards
+from .source import Source
+from .state import WINDOW, Spilled
 
 if TYPE_CHECKING:
     from dask.delayed import Delayed
 
-    from ._convert_plan import MatrixJob, Part
-    from ._convert_sink import Plan
+    from .plan import MatrixJob, Part
+    from .sink import Plan
 
 # A CSR row block: row pointers from 0 (int64), data, indices.
 Csr = tuple[np.ndarray, np.ndarray, np.ndarray]
@@ -197,7 +197,7 @@ class Graph:
         return dask.delayed(value, name=key, traverse=False)
 
     def add(self, label: str, func: Any, *args: Any) -> Delayed:
-        """A task ``func(*args)``, computed by :func:`~._convert_dask.run` (key: its name)."""
+        """A task ``func(*args)``, computed by :func:`~.graph.run` (key: its name)."""
         import dask
 
         self._n += 1
@@ -218,7 +218,7 @@ def count_graph(job: MatrixJob, read_rows: int, counts: Spilled) -> Graph:
     """Tasks writing the values per row of every part of a CSR job into ``counts``.
 
     Rows are counted in blocks of ``read_rows`` (or, when a part's row pointers give the
-    counts, in blocks of :data:`~._convert_state.WINDOW` pointers), so neither the tasks nor
+    counts, in blocks of :data:`~.state.WINDOW` pointers), so neither the tasks nor
     the driver ever hold a per-cell array of the whole job.
     """
     graph = Graph()

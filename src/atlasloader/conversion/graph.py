@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ._convert_tasks import Graph
+    from .tasks import Graph
 
 
 class Progress:

@@ -413,10 +413,10 @@ def bench_store(
     # A training script has torch loaded already: its import is not the loader's first batch.
     import torch  # noqa: F401
 
-    from .fields import CategoricalObsField, LayerField
-    from .loading import AnnDataLoader
-    from .manager import AnnDataManager
-    from .store.lazy import read_lazy
+    from ..fields import CategoricalObsField, LayerField
+    from ..loading import AnnDataLoader
+    from ..manager import AnnDataManager
+    from ..store.lazy import read_lazy
 
     reset_peak_rss()
     t0 = time.perf_counter()
@@ -512,10 +512,11 @@ def format_markdown(results: Sequence[BenchResult]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """``python -m atlasloader.bench STORE``: print the table (or one JSON line)."""
-    ap = argparse.ArgumentParser(prog="python -m atlasloader.bench", description=__doc__)
+    """``python -m atlasloader.benchmarking.bench STORE``: print the table (or one JSON line)."""
+    prog = "python -m atlasloader.benchmarking.bench"
+    ap = argparse.ArgumentParser(prog=prog, description=__doc__)
     ap.add_argument("store")
-    from .cli._common import positive_int  # checked before the store is registered
+    from ..cli._common import positive_int  # checked before the store is registered
 
     ap.add_argument("--batch-size", type=positive_int, default=512)
     ap.add_argument("--sparse", action="store_true", help="yield sparse CSR batches")

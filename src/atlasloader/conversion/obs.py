@@ -25,7 +25,7 @@ import pandas as pd
 from ..errors import ColumnExistsError, InvalidDataError
 
 if TYPE_CHECKING:
-    from ._convert_source import Source
+    from .source import Source
 
 SOURCE_KEY = "source_file"  # default obs column naming each cell's input
 POSITION_KEY = "original_position"  # obs column of a shuffled store: each cell's input position
@@ -127,7 +127,7 @@ def write_obs(
     source_key: str | None,
 ) -> pd.Index:
     """Write ``obs`` (columns union, ``source_key``, the permutation); return the cell names."""
-    from .elements import write_elem
+    from ..store.elements import write_elem
 
     names = obs_names(sources, paths)
     out_names = names if perm is None else names[perm]

@@ -30,10 +30,10 @@ import numpy as np
 import zarr
 
 from ..errors import AtlasLoaderError
-from . import records
-from .elements import encoding_type
-from .open import open_root
-from .write import STAGING
+from ..store import records
+from ..store.elements import encoding_type
+from ..store.open import open_root
+from ..store.write import STAGING
 
 __all__ = ["Problem", "ValidationReport", "check_store", "validate_store"]
 

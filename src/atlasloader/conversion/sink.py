@@ -21,8 +21,8 @@ import numpy as np
 
 from ..data._writers import ARRAY_ATTRS, INDPTR_CHUNK, create_zarr_array
 from ..errors import StoreError
-from ._convert_shards import ShardWriter
-from ._convert_state import WINDOW, Spilled
+from .shards import ShardWriter
+from .state import WINDOW, Spilled
 
 CSR_ATTRS = {"encoding-type": "csr_matrix", "encoding-version": "0.1.0"}
 DEFAULT_CHUNK_ROWS = 16  # rows the loader reads per random access

@@ -16,7 +16,7 @@ from typing import Any, Literal
 import numpy as np
 
 from ..errors import InvalidTypeError, NotAnnDataStoreError, StoreError
-from .open import is_url
+from ..store.open import is_url
 
 ACCEPTED = (
     "an .h5ad file (HDF5, as written by anndata's write_h5ad) or an AnnData Zarr store "
@@ -162,7 +162,7 @@ class Source:
         return root
 
     def _open_zarr(self) -> Any:
-        from .open import open_root
+        from ..store.open import open_root
 
         try:
             return open_root(self.path, mode="r")
@@ -193,7 +193,7 @@ class Source:
         return path in self.root
 
     def read_elem(self, path: str) -> Any:
-        from .elements import read_elem
+        from ..store.elements import read_elem
 
         return read_elem(self.root[path])
 
@@ -237,6 +237,6 @@ class Source:
         # errors that name the corrupt chunk); h5py nodes are sliced directly.
         if self.kind != "zarr":
             return None
-        from .matrix import LazyMatrix
+        from ..store.matrix import LazyMatrix
 
         return LazyMatrix(node, where=where)

@@ -10,7 +10,7 @@ local filesystem whose codecs we understand, :class:`ChunkReader` computes the c
 them with numcodecs, which releases the GIL, so several threads can decode in parallel.
 
 Remote stores (``s3://``, ``gs://``, ``http(s)://`` through fsspec, or obstore) take the same plan:
-the chunks of a read become concurrent ranged GETs (:mod:`.remoteread`), near inner chunks of a
+the chunks of a read become concurrent ranged GETs (:mod:`.remote`), near inner chunks of a
 shard one request, each decoded as it arrives. Anything else (wrapped stores, filters and
 array-to-array codecs, big-endian data, chunking across the trailing axes...) falls back
 transparently to zarr-python; :attr:`ChunkReader.fast` says which path a reader takes and
@@ -41,7 +41,7 @@ import zarr
 from zarr.storage import LocalStore
 
 from ..errors import CorruptChunkError, InvalidArgumentError
-from .remoteread import RangeRequest, RemoteFetcher, is_remote_store, object_url
+from .remote import RangeRequest, RemoteFetcher, is_remote_store, object_url
 
 try:  # numcodecs only defines CRC32C when a crc32c implementation is installed.
     from numcodecs.checksum32 import CRC32C as _CRC32C
@@ -181,7 +181,7 @@ class _Layout:
     """Everything needed to find and decode a chunk, fixed at construction."""
 
     directory: str  # the array's directory on disk; on a remote store its key prefix
-    remote: bool  # chunks are objects of a remote store, fetched through remoteread
+    remote: bool  # chunks are objects of a remote store, fetched through reading.remote
     key_prefix: str  # chunk key of row-chunk i = key_prefix + str(i) + key_suffix
     key_suffix: str
     chunk_rows: int  # rows per (inner) chunk
@@ -339,7 +339,7 @@ class ChunkReader:
     -----
     Direct reads need a :class:`zarr.storage.LocalStore` (``os.pread`` of the chunk files) or a
     remote ``FsspecStore`` / ``ObjectStore`` (concurrent ranged GETs through
-    :mod:`atlasloader.store.remoteread`, shard indices cached, near inner chunks of a shard
+    :mod:`atlasloader.reading.remote`, shard indices cached, near inner chunks of a shard
     coalesced into one request), Zarr format 3 with a little-endian
     ``bytes`` codec followed by any of ``blosc``, ``zstd``, ``gzip``, ``crc32c`` (optionally inside
     ``sharding_indexed`` with a ``bytes`` [+ ``crc32c``] index at either end), or Zarr format 2
