@@ -60,7 +60,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for name in ops:
             r = run_op(name, args.points, tmp)
-            print(r.line(), flush=True)
+            print(r.line(), *r.failures, sep="\n  ", flush=True)
             total, survived = total + r.total, survived + r.survived
             lines.append(
                 f"| `{name}` | {r.total} | {r.survived}/{r.total} | {r.duration_s:.2f} | "

@@ -19,7 +19,7 @@ from atlasloader.sampling import (
     ChunkShuffleSampler,
     SequentialSampler,
 )
-from atlasloader.sampling.sampler import _resume_point
+from atlasloader.sampling.shards import _resume_point
 
 SETTINGS = settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -14,6 +14,9 @@ command and turns errors into exit codes:
 4    internal error (a bug): the traceback is printed
 130  interrupted (Ctrl-C)
 ==== ======================================================================================
+
+Imports: the CLI sits on top and may import every room (never :mod:`atlasloader.testing`);
+nothing in the package imports it.
 """
 
 from __future__ import annotations

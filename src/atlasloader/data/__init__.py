@@ -1,5 +1,8 @@
 """Synthetic data: small in-memory AnnData objects and large on-disk atlases.
 
+Imports: data may import only :mod:`atlasloader.errors`; conversion uses its array
+writers.
+
 Examples
 --------
 >>> from atlasloader.data import synthetic_iid

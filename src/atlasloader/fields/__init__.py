@@ -1,4 +1,10 @@
-"""Fields: each maps one registry key onto part of an AnnData or a lazily opened store."""
+"""Fields: each maps one registry key onto part of an AnnData or a lazily opened store.
+
+Imports: fields may import :mod:`atlasloader.registry` (the entries they build),
+:mod:`atlasloader.store` and :mod:`atlasloader.errors`/``constants``; the manager, preprocess
+and the models import them. A new field type is a module here subclassing
+:class:`~.base.BaseAnnDataField`.
+"""
 
 from .base import BaseAnnDataField
 from .categorical import CategoricalObsField

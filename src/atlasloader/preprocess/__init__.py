@@ -20,6 +20,10 @@ Modules: :mod:`.source` (row blocks read inside tasks), :mod:`.graph` (dask plum
 (Seurat v3 selection),
 :mod:`.persist` (atomic writes and the "written by us" records), :mod:`.pipeline`.
 
+Imports: preprocess may import :mod:`atlasloader.fields`, :mod:`atlasloader.store`,
+:mod:`atlasloader.reading`, the cluster helpers and errors; only the CLI and the root import
+it.
+
 Examples
 --------
 >>> import atlasloader

@@ -5,6 +5,20 @@ buffers (contiguous reads plus an in-buffer permutation) and batches each DataLo
 each DDP rank emits. :class:`ChunkShuffleSampler` and :class:`SequentialSampler` wrap it with
 resumable state.
 
+Modules, lowest first (each imports only those above it):
+
+- ``_checks``: argument checks, read-only views, the ``int64`` array type;
+- ``runs``: the selection and its runs (:func:`normalize_indices`, :class:`RunTable`);
+- ``buffers``: one shuffle buffer and batching across buffers (:class:`Buffer`,
+  :class:`Batcher`);
+- ``shards``: sizes of rank shards, worker deals and batches, and where each worker stands
+  when an epoch resumes (:func:`num_batches`);
+- ``plan``: one worker's plan of one epoch (:class:`EpochPlan`, :func:`plan_epoch`);
+- ``sampler``: the resumable samplers.
+
+The room may import only :mod:`atlasloader.errors` from the package, plus numpy; every other
+room that needs index maths imports it from here.
+
 Examples
 --------
 >>> import numpy as np
@@ -18,16 +32,11 @@ Examples
 
 from __future__ import annotations
 
-from .plan import (
-    Batcher,
-    Buffer,
-    EpochPlan,
-    RunTable,
-    normalize_indices,
-    num_batches,
-    plan_epoch,
-)
+from .buffers import Batcher, Buffer
+from .plan import EpochPlan, plan_epoch
+from .runs import RunTable, normalize_indices
 from .sampler import BufferSampler, ChunkShuffleSampler, SequentialSampler
+from .shards import num_batches
 
 __all__ = [
     "Batcher",

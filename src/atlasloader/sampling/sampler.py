@@ -1,7 +1,7 @@
 """Resumable samplers that hand a loader the buffers to read, epoch by epoch.
 
 A sampler is the stateful shell around the pure :func:`~atlasloader.sampling.plan.plan_epoch`:
-it keeps the selection (as a :class:`~atlasloader.sampling.plan.RunTable`), the epoch and how
+it keeps the selection (as a :class:`~atlasloader.sampling.runs.RunTable`), the epoch and how
 many batches of that epoch were already consumed, and regenerates the deterministic plan to
 resume mid-epoch.
 """
@@ -9,79 +9,25 @@ resume mid-epoch.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy.typing as npt
 
 from ..errors import InvalidArgumentError
-from .plan import (
-    Batcher,
-    Buffer,
-    EpochPlan,
-    IntArray,
-    RunTable,
-    _check_int,
-    _check_member,
-    _shard_size,
-    _worker_cells,
-    normalize_indices,
-    num_batches,
-    plan_epoch,
-)
+from ._checks import IntArray, _check_int, _check_member
+from .buffers import Batcher, Buffer
+from .plan import EpochPlan, plan_epoch
+from .runs import RunTable, normalize_indices
+from .shards import _resume_point, _shard_size, _worker_cells, num_batches
 
 __all__ = ["Buffer", "BufferSampler", "ChunkShuffleSampler", "SequentialSampler"]
 
 _STATE_KEYS = ("epoch", "seed", "batches_yielded")
 
 
-def _resume_point(done: int, counts: Sequence[int]) -> tuple[list[int], int]:
-    """Where each worker stands after the first ``done`` batches of an epoch.
-
-    Models ``torch.utils.data.DataLoader`` over an ``IterableDataset`` with ``in_order=True``
-    (the default): it emits one batch of worker 0, of worker 1, ..., round after round,
-    skipping exhausted workers. Batch ``r`` of worker ``w`` thus has the position
-    ``r * nw + w``, and the first ``done`` batches are those before some position
-    ``T = r0 * nw + start``.
-
-    Returns
-    -------
-    skips
-        Batches already emitted, per worker.
-    start
-        The worker whose turn is next. A resumed DataLoader begins its round-robin at worker 0
-        again, so its worker ``i`` must play worker ``(i + start) % nw``: every remaining
-        position then shifts by the same ``T``, which keeps the original order.
-    """
-    nw = len(counts)
-    done = min(done, sum(counts))
-    # r0 = full rounds completed: the largest r with sum(min(c, r)) <= done (binary search:
-    # counts can be millions, workers are few).
-    lo, hi = 0, max(counts, default=0)
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        if sum(min(c, mid) for c in counts) <= done:
-            lo = mid
-        else:
-            hi = mid - 1
-    skips = [min(c, lo) for c in counts]
-    rem = done - sum(skips)
-    start = 0
-    # The partial round reached the first ``rem`` workers that still had a batch in it.
-    for w in range(nw):
-        if rem == 0:
-            break
-        if counts[w] > lo:
-            skips[w] += 1
-            rem -= 1
-            start = w + 1
-    if start == nw:
-        start = 0
-    return skips, start
-
-
 class BufferSampler(ABC):
-    """Base class of samplers yielding :class:`~atlasloader.sampling.plan.Buffer` objects.
+    """Base class of samplers yielding :class:`~atlasloader.sampling.buffers.Buffer` objects.
 
     Subclasses implement :meth:`_sample` (the buffers of one worker, after skipping batches)
     and :meth:`_worker_batch_counts`; this class validates arguments, keeps the resumable
@@ -231,7 +177,7 @@ class ChunkShuffleSampler(BufferSampler):
     ----------
     indices
         Selected cells: ``None`` (all ``n_obs``), a boolean mask or integer ids (sorted and
-        de-duplicated; see :func:`~atlasloader.sampling.plan.normalize_indices`).
+        de-duplicated; see :func:`~atlasloader.sampling.runs.normalize_indices`).
     batch_size, read_rows, reads_per_buffer, shuffle, drop_last, seed, rank, world_size
         As in :func:`~atlasloader.sampling.plan.plan_epoch`.
     n_obs

@@ -4,6 +4,9 @@
 >>> dm = atlasloader.scvi.DataModule("atlas.zarr", batch_key="batch")  # doctest: +SKIP
 >>> model = scvi.model.SCVI(registry=dm.registry)  # doctest: +SKIP
 >>> model.train(max_epochs=20, datamodule=dm)  # doctest: +SKIP
+
+Imports: scvi may import :mod:`atlasloader.lightning`, :mod:`atlasloader.model`,
+the store and errors/constants; scvi-tools itself only lazily (an optional extra).
 """
 
 from .datamodule import (

@@ -2,6 +2,14 @@
 
 The names below are imported on first use, so that reading the persisted records (``atlasloader
 view``) does not pay for importing dask and pandas.
+
+Modules: :mod:`.open` (roots, local or remote), :mod:`.lazy` and :mod:`.elements` (lazy
+AnnData, obs/var columns as dask), :mod:`.matrix` (``X`` and layers), :mod:`.backing`, :mod:`.write`
+(atomic, staged writes), :mod:`.records` and :mod:`.codec` (persisted registrations, their
+JSON), :mod:`.lock` (the write lock).
+
+Imports: store may import :mod:`atlasloader.reading` (row reads of ``X``) and
+:mod:`atlasloader.errors`; never fields, the registry or the loader, which import it.
 """
 
 from __future__ import annotations

@@ -257,9 +257,11 @@ def field_record(
     inputs: list[tuple[str, str | None]],
     outputs: list[tuple[str, str | None]],
 ) -> dict[str, Any]:
-    """A field's record for :func:`save_records`; stamps fresh tokens on its outputs.
+    """A field's record for :func:`save_records`, naming the tokens of its outputs.
 
-    The record's ``outputs`` are the ownership tokens of the columns it wrote.
+    The record's ``outputs`` are the ownership tokens of the columns it wrote: the token the
+    staged array was written with (:func:`atlasloader.store.write.stage_array`), or a fresh
+    one stamped now for an output without one.
     """
     root = fresh(root)
     encoded = to_jsonable(state)
@@ -267,7 +269,9 @@ def field_record(
         "registry_key": registry_key,
         "state": encoded,
         "inputs": {f"{a}/{k}": fingerprint(root, a, k) for a, k in inputs},
-        "outputs": {f"{a}/{k}": stamp_output(root, a, k) for a, k in outputs},
+        "outputs": {
+            f"{a}/{k}": output_token(root, a, k) or stamp_output(root, a, k) for a, k in outputs
+        },
         "sha256": state_digest(encoded),
     }
 

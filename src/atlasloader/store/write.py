@@ -22,6 +22,7 @@ import zarr
 
 from ..errors import InvalidArgumentError, ReadOnlyStoreError, StoreError
 from .open import local_root, store_is_writable
+from .records import TOKEN_ATTR
 
 # Inside ``obs``: anndata reads only the obs columns named in ``column-order``, whereas every
 # member of the root group (and of ``obsm``) is read, so staging there would make a store that
@@ -159,7 +160,9 @@ def stage_array(
     except Exception as e:
         msg = f"cannot create {target!r} in the store: {type(e).__name__}: {e}"
         raise StoreError(msg) from e
-    arr.attrs.update({**ARRAY_ATTRS, **(attrs or {})})
+    # The ownership token travels with the data: a writer killed after publishing but before
+    # its record leaves a column that is still recognisably atlasloader's (and stale).
+    arr.attrs.update({**ARRAY_ATTRS, TOKEN_ATTR: uuid.uuid4().hex, **(attrs or {})})
     return Staged(root, staged, target, arr)
 
 
