@@ -408,13 +408,17 @@ def run_atlasloader(cfg: dict[str, Any]) -> dict[str, Any]:
     knobs = dict(cfg.get("loader") or {})
     patches = dict(cfg.get("patch") or {})
     if patches:
-        # Experiments only: module constants of the chunk reader (not public knobs).
+        # Experiments only: module constants of the chunk reader (not public knobs), patched in
+        # the module that defines them (the local reader's or the remote one's).
         import atlasloader.reading.chunks as fastread
+        import atlasloader.reading.remote_reads as remote_reads
 
         for name, value in patches.items():
-            if not hasattr(fastread, name):
-                raise AttributeError(f"atlasloader.reading.chunks has no {name}")
-            setattr(fastread, name, value)
+            owners = [m for m in (fastread, remote_reads) if hasattr(m, name)]
+            if not owners:
+                raise AttributeError(f"atlasloader.reading.chunks / .remote_reads has no {name}")
+            for module in owners:
+                setattr(module, name, value)
 
     def factory() -> Any:
         return AnnDataLoader(

@@ -516,7 +516,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     prog = "python -m atlasloader.benchmarking.bench"
     ap = argparse.ArgumentParser(prog=prog, description=__doc__)
     ap.add_argument("store")
-    from ..cli._common import positive_int  # checked before the store is registered
+
+    def positive_int(text: str) -> int:  # checked before the store is registered
+        value = int(text)
+        if value < 1:
+            raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+        return value
 
     ap.add_argument("--batch-size", type=positive_int, default=512)
     ap.add_argument("--sparse", action="store_true", help="yield sparse CSR batches")

@@ -1,13 +1,13 @@
 """Many ranged reads of a remote Zarr store in flight at once, retried, handed back as they land.
 
-:class:`~atlasloader.reading.chunks.ChunkReader` plans which bytes of which objects a read needs
-(inner chunks of shards coalesced into spans, shard indices cached); on a remote store this module
-fetches them. It goes through the store's own asynchronous API (zarr's ``FsspecStore`` over s3fs,
-gcsfs, HTTP..., or ``ObjectStore`` over obstore), so every backend zarr can open is read the same
-way and credentials, endpoints and connection pools stay the store's. Why not a client of our own:
-s3fs/aiobotocore (already what zarr and anndata use for ``s3://``) keeps one connection pool per
-filesystem and signs requests; what zarr-python lacks on this path is concurrency and planning
-(it awaits chunks shard by shard), not a faster HTTP client.
+A :class:`~atlasloader.reading.chunks.ChunkReader` plans which bytes of which objects a read
+needs (:mod:`.remote_reads`: inner chunks of shards coalesced into spans, shard indices cached); on
+a remote store this module fetches them. It goes through the store's own asynchronous API (zarr's
+``FsspecStore`` over s3fs, gcsfs, HTTP..., or ``ObjectStore`` over obstore), so every backend zarr
+can open is read the same way and credentials, endpoints and connection pools stay the store's.
+Why not a client of our own: s3fs/aiobotocore (already what zarr and anndata use for ``s3://``)
+keeps one connection pool per filesystem and signs requests; what zarr-python lacks on this path
+is concurrency and planning (it awaits chunks shard by shard), not a faster HTTP client.
 
 What this module adds:
 
