@@ -28,6 +28,7 @@ import zarr
 
 from atlasloader import AnnDataManager, LazyAnnData, read_lazy
 from atlasloader.errors import (
+    ColumnExistsError,
     CorruptChunkError,
     InvalidDataError,
     NotAnnDataStoreError,
@@ -266,10 +267,19 @@ def test_deleted_encoded_column_is_recomputed(store: LazyAnnData) -> None:
     np.testing.assert_array_equal(codes(store.path, "_scvi_batch"), np.repeat([0, 1], 200))
 
 
-def test_overwritten_encoded_column_is_recomputed(store: LazyAnnData) -> None:
+def test_overwritten_encoded_column_is_refused_then_recomputed(
+    store: LazyAnnData,
+) -> None:
     register(store)
     group = zarr.open_group(store.path, mode="r+", use_consolidated=False)
     write_elem(group["obs"], "_scvi_batch", np.full(400, 7, dtype=np.int8))  # no token
+    # Someone else's values now: never replaced, and the error says what to do.
+    with pytest.raises(ColumnExistsError, match=r"rename or delete obs/_scvi_batch"):
+        register(read_lazy(store.path))
+    np.testing.assert_array_equal(codes(store.path, "_scvi_batch"), np.full(400, 7))
+    del group["obs"]["_scvi_batch"]  # as the message says; then it is encoded again
+    order = [c for c in group["obs"].attrs["column-order"] if c != "_scvi_batch"]
+    group["obs"].attrs["column-order"] = order
     register(read_lazy(store.path))
     np.testing.assert_array_equal(codes(store.path, "_scvi_batch"), np.repeat([0, 1], 200))
 
