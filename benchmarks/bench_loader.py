@@ -247,11 +247,12 @@ def atlasloader_spec(
     rows: int | None = None,
     reads: int | None = None,
 ) -> Spec:
-    """Run ``python -m atlasloader.benchmarking.bench`` on ``data``'s store."""
+    """Run ``python -m atlasloader.cli bench`` (``atlasloader bench``) on ``data``'s store."""
     cmd = [
         args.python,
         "-m",
-        "atlasloader.benchmarking.bench",
+        "atlasloader.cli",
+        "bench",
         str(data.store),
         "--json",
         "--name",

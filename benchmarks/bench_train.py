@@ -91,7 +91,7 @@ HOW = {
 
 # --- helpers usable from both venvs (stdlib and numpy only at import time) ------------------------
 def _bench() -> Any:
-    """``atlasloader/benchmarking/bench.py`` loaded by path (VmHWM helpers), as peer runners do."""
+    """``atlasloader/benchmarking/measure.py`` loaded by path (VmHWM helpers), as peers do."""
     sys.path.insert(0, str(PEERS))
     from _common import load_bench
 

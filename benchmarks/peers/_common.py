@@ -1,9 +1,8 @@
 """Shared plumbing of the peer runners: arguments, densifying, and atlasloader's measuring code.
 
 The runners execute in the peers' virtual environment, which does not have atlasloader
-installed. They load ``src/atlasloader/benchmarking/bench.py`` by path (it imports only numpy and
-standard library at the top), so every loader is timed by exactly the same
-:func:`measure_loader`.
+installed. They load ``src/atlasloader/benchmarking/measure.py`` by path (it imports only numpy
+and the standard library), so every loader is timed by exactly the same :func:`measure_loader`.
 """
 
 from __future__ import annotations
@@ -20,11 +19,13 @@ from typing import Any
 
 import numpy as np
 
-BENCH_PY = Path(__file__).resolve().parents[2] / "src" / "atlasloader" / "benchmarking" / "bench.py"
+BENCH_PY = (
+    Path(__file__).resolve().parents[2] / "src" / "atlasloader" / "benchmarking" / "measure.py"
+)
 
 
 def load_bench() -> ModuleType:
-    """Import ``atlasloader/benchmarking/bench.py`` by path, without the atlasloader package."""
+    """Import ``atlasloader/benchmarking/measure.py`` by path, without the atlasloader package."""
     name = "atlasloader_bench_standalone"
     if name in sys.modules:
         return sys.modules[name]
