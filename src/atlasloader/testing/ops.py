@@ -290,15 +290,12 @@ def user_files(store: Path) -> dict[str, str]:
     out: dict[str, str] = {}
     for dirpath, _, files in os.walk(store):
         rel = os.path.relpath(dirpath, store)
+        frame, _, member = rel.partition(os.sep)
+        if frame in ("obs", "obsm") and member.startswith("_scvi"):
+            continue  # registered by atlasloader before (the stale encoding to replace)
         for name in files:
             if rel in (".", "obs", "var") and name in _GROUP_META:
                 continue
-            if (
-                rel.split(os.sep)[0] in ("obs", "obsm")
-                and rel.split(os.sep)[1:2]
-                and (rel.split(os.sep)[1].startswith("_scvi"))
-            ):
-                continue  # registered by atlasloader before (the stale encoding to replace)
             path = Path(dirpath) / name
             out[os.path.join(rel, name)] = hashlib.sha256(path.read_bytes()).hexdigest()
     return out
