@@ -31,10 +31,10 @@ if TYPE_CHECKING:
 __all__ = ["Problem", "ValidationReport", "check_store", "validate_store"]
 
 _LAZY = {
-    "Problem": "report",
-    "ValidationReport": "report",
-    "check_store": "validate",
-    "validate_store": "validate",
+    "Problem": ".report",
+    "ValidationReport": ".report",
+    "check_store": ".validate",
+    "validate_store": ".validate",
 }
 
 
@@ -43,6 +43,6 @@ def __getattr__(name: str) -> Any:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     import importlib
 
-    value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    value = getattr(importlib.import_module(_LAZY[name], __name__), name)
     globals()[name] = value
     return value
