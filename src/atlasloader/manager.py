@@ -103,7 +103,7 @@ class AnnDataManager:
         registry = self._registry
         tokens: dict[str, str | None] = {}
         what = "registration" if source_registry is None else "transfer_fields"
-        with _store_lock(adata, what), builder.Registration(adata) as txn:
+        with _store_lock(adata, what), builder.Registration(adata, what) as txn:
             for field in self.fields:
                 src = sources.get(field.registry_key)
                 state = None if src is None else src.get(C.STATE_REGISTRY_KEY)

@@ -25,6 +25,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import atlasloader
+from atlasloader.conversion import safety
 from atlasloader.conversion.convert import convert, layout_of
 from atlasloader.conversion.shards import ShardAppender, ShardWriter
 from atlasloader.data import make_atlas_h5ad, make_atlas_store
@@ -354,22 +355,43 @@ def test_crash_leaves_no_store_and_rerun_succeeds(atlas_h5ad: Path, tmp_path: Pa
 def test_partials_of_running_or_unknown_conversions_are_kept(tmp_path: Path) -> None:
     src = write_input(synthetic(n_obs=50), tmp_path / "in.h5ad")
     dst = tmp_path / "out.zarr"
-    live = zarr.open_group(tmp_path / "out.zarr.partial-live", mode="w", zarr_format=3)
-    import socket
-
-    import psutil
-
-    owner = {
-        "host": socket.gethostname(),
-        "pid": os.getpid(),
-        "started": psutil.Process().create_time(),
-    }
-    live.attrs.put({"encoding-type": "atlasloader-partial", "owner": owner})
+    live = safety.partial_path(dst)  # named after this process, which still runs
+    live.mkdir()
+    elsewhere = tmp_path / f"out.zarr.partial-00000000-1-1-{'0' * 32}"  # another host's
+    elsewhere.mkdir()
     (tmp_path / "out.zarr.partial-unknown").mkdir()
     with pytest.warns(UserWarning, match="partial-unknown"):
         convert(src, dst)
-    assert (tmp_path / "out.zarr.partial-live").exists()
+    assert live.exists()
+    assert elsewhere.exists()
     assert (tmp_path / "out.zarr.partial-unknown").exists()
+    assert_same(ad.read_zarr(dst), ad.read_h5ad(src))
+
+
+# A conversion killed right after creating its directories: one empty (before the first file),
+# one that already claims to be AnnData (after the last write, before the rename), one store
+# moved aside by ``overwrite`` (between the two renames).
+DEAD = """
+import sys
+from pathlib import Path
+import zarr
+from atlasloader.conversion import safety
+dst = Path(sys.argv[1])
+safety.partial_path(dst).mkdir()
+done = zarr.open_group(safety.partial_path(dst), mode="w", zarr_format=3)
+done.attrs.put({"encoding-type": "anndata", "encoding-version": "0.1.0"})
+safety._owned_name(dst, "old").mkdir()
+"""
+
+
+def test_what_a_dead_conversion_left_is_removed_whenever_it_died(tmp_path: Path) -> None:
+    src = write_input(synthetic(n_obs=50), tmp_path / "in.h5ad")
+    dst = tmp_path / "out.zarr"
+    subprocess.run([sys.executable, "-c", DEAD, str(dst)], check=True)
+    left = sorted(p.name.split("-")[0] for p in tmp_path.glob("out.zarr.*"))
+    assert left == ["out.zarr.old", "out.zarr.partial", "out.zarr.partial"]
+    convert(src, dst)  # the target was missing: the moved-aside store went once it was back
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.h5ad", "out.zarr"]
     assert_same(ad.read_zarr(dst), ad.read_h5ad(src))
 
 

@@ -234,6 +234,7 @@ def _convert_local(
         publish(partial, target, overwrite)
     finally:
         shutil.rmtree(partial, ignore_errors=True)  # still there only if publishing failed
+    remove_stale_partials(target)  # what a run that died while we wrote left beside ours
 
 
 def _input_paths(src: Any) -> list[str]:

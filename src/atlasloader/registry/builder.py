@@ -87,6 +87,8 @@ def _register_persisted(
         )
         raise ReadOnlyStoreError(msg)
     _refuse_foreign(field, backing, outputs)
+    if registration is not None:
+        registration.begin()
     state = _register(field, backing.adata, source_state, transfer_kwargs)
     if backing.adata.writable:
         backing.flush()  # the outputs must exist before they are stamped
@@ -127,20 +129,43 @@ def _refuse_foreign(
 class Registration:
     """The writes of one registration on a store, committed together or removed together.
 
+    Before its first write (:meth:`begin`) the store is marked as having a registration under
+    way (:func:`atlasloader.store.records.begin_operation`); the mark is removed when the
+    ``with`` block ends, committed or rolled back, so a registration killed part-way is named
+    by validation as an interrupted operation, not taken for a stale one. A mark left by a
+    writer that died is removed by the next registration (it holds the store's write lock).
     Field records are collected and written in one metadata write by :meth:`commit`; if a
     field fails, :meth:`rollback` removes the columns this registration added (a column it
     re-encoded keeps its new codes, with no record naming them: the next registration
-    re-encodes it) and any staged array. In memory and on read-only stores both are no-ops.
+    re-encodes it) and any staged array. In memory and on read-only stores all are no-ops.
     """
 
-    def __init__(self, adata: Any) -> None:
+    def __init__(self, adata: Any, operation: str = "registration") -> None:
         backing = backing_of(adata)
         writable = isinstance(backing, ZarrBacking) and backing.adata.writable
         self.backing: ZarrBacking | None = backing if writable else None  # type: ignore[assignment]
+        self.operation = operation
         self.records: dict[str, dict[str, Any]] = {}
         self._before: set[str] = set()
+        self._marked = False
         if self.backing is not None:
-            self._before = set(_members(records.fresh(self.backing.adata.group)))
+            root = records.fresh(self.backing.adata.group)
+            self._before = set(_members(root))
+            self._marked = records.read_meta(root).get("pending") is not None
+
+    def begin(self) -> None:
+        """Mark the store before this registration's first write (once)."""
+        if self.backing is not None and not self._marked:
+            records.begin_operation(self.backing.adata.group, self.operation)
+            self._marked = True
+
+    def close(self) -> None:
+        """Remove the mark: the registration committed, or rolled back what it wrote."""
+        if self.backing is not None and self._marked:
+            records.end_operation(self.backing.adata.group)
+            self._marked = False
+            self.backing.mark_dirty()  # consolidated metadata must not show the mark
+            self.backing.flush()
 
     def commit(self) -> None:
         if self.backing is not None and self.records:
@@ -167,6 +192,7 @@ class Registration:
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         if exc_type is not None:
             self.rollback()
+        self.close()
 
 
 def _members(root: Any) -> list[str]:

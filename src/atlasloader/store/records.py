@@ -5,18 +5,24 @@ Layout of ``root.attrs["atlasloader"]``::
     {"encoding-type": "atlasloader-store", "encoding-version": "0.1.0",
      "uuid": "...",                                   # the store's _scvi_uuid
      "fields": {<spec id>: {"registry_key", "state", "inputs", "outputs", "sha256"}},
-     "registries": {<name>: <registry JSON>}}
+     "registries": {<name>: <registry JSON>},
+     "pending": {"operation", "host", "pid", "started"}}  # only while a registration runs
 
 A field's saved state is reused only when the fingerprints of everything it read still match
 and every column it wrote still carries the token written with it; otherwise it is recomputed.
 ``sha256`` is the checksum of the record's state: a record edited by hand (a mapping that no
-longer follows the codes it was written with) is refused, never reused.
+longer follows the codes it was written with) is refused, never reused. ``pending`` is written
+before a registration's first write and removed once it has committed: found with no writer
+running, it names a registration that was killed part-way (validation reports it).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import socket
+import time
 import uuid
 from typing import Any
 
@@ -284,6 +290,33 @@ def save_records(root: zarr.Group, recs: dict[str, dict[str, Any]]) -> None:
     meta = read_meta(root)
     meta["fields"].update(recs)
     write_meta(root, meta)
+
+
+def begin_operation(root: zarr.Group, operation: str) -> None:
+    """Mark a registration as under way: ``pending`` stays until :func:`end_operation`."""
+    root = fresh(root)
+    meta = read_meta(root)
+    meta["pending"] = {
+        "operation": operation,
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    write_meta(root, meta)
+
+
+def pending_operation(root: zarr.Group) -> dict[str, Any] | None:
+    """The registration under way (or killed part-way), if any, as ``root`` shows it."""
+    found = read_meta(root).get("pending")
+    return dict(found) if isinstance(found, dict) else None
+
+
+def end_operation(root: zarr.Group) -> None:
+    """Remove the ``pending`` mark (the registration committed or was rolled back)."""
+    root = fresh(root)
+    meta = read_meta(root)
+    if meta.pop("pending", None) is not None:
+        write_meta(root, meta)
 
 
 def save_state(

@@ -66,14 +66,51 @@ def _location_exists(root: zarr.Group, attr: str, key: str | None) -> bool:
     return attr != "obs" or key in root["obs"].attrs.get("column-order", [])
 
 
-def check_registrations(root: zarr.Group) -> tuple[list[Problem], list[str], int]:
-    """Problems of the persisted registrations, their names, and the field records checked."""
-    from ..registry.model import Registry
+def _interrupted(pending: Any) -> Problem:
+    op = pending.get("operation", "registration") if isinstance(pending, dict) else "registration"
+    who = (
+        f"pid {pending.get('pid')} on {pending.get('host')!r}, started {pending.get('started')}"
+        if isinstance(pending, dict)
+        else "unknown writer"
+    )
+    what = (
+        f"a {op} ({who}) has not finished: it is still running or was killed part-way, so "
+        "the registrations below may be the old ones or partly updated; the data is intact. "
+        f"Run the {op} again (setup_anndata or transfer_fields) to complete it"
+    )
+    return Problem(f"attribute {records.ATTR!r}", what, kind="incomplete")
 
+
+def check_registrations(root: zarr.Group) -> tuple[list[Problem], list[str], int]:
+    """Problems of the persisted registrations, their names, and the field records checked.
+
+    While a registration is marked as under way (``pending``, see
+    :func:`atlasloader.store.records.begin_operation`) the registrations it is replacing are
+    expected to disagree with the data: those problems are reported as ``"incomplete"``,
+    with the interrupted operation named first. Unreadable data stays damage.
+    """
     try:
         meta = records.read_meta(root)
     except AtlasLoaderError as e:
         return [Problem(f"attribute {records.ATTR!r}", str(e))], [], 0
+    found, checked = _registry_problems(root, meta)
+    interrupted = "pending" in meta
+    kind = "incomplete" if interrupted else "damage"
+    problems = [Problem(p.where, p.what, kind=kind) if p.kind == _STALE else p for p in found]
+    if interrupted:
+        problems.insert(0, _interrupted(meta["pending"]))
+    return problems, list(meta["registries"]), checked
+
+
+# Problems of a registration that no longer matches the data (as opposed to unreadable data).
+_STALE = "stale"
+
+
+def _registry_problems(root: zarr.Group, meta: dict[str, Any]) -> tuple[list[Problem], int]:
+    """Problems of ``meta``'s registries; those that a re-registration would mend have
+    ``kind=_STALE`` (callers turn it into ``"damage"`` or ``"incomplete"``)."""
+    from ..registry.model import Registry
+
     field_records: dict[str, Any] = meta["fields"]
     problems: list[Problem] = []
     checked: dict[str, list[tuple[str, str, bool]]] = {}
@@ -92,7 +129,7 @@ def check_registrations(root: zarr.Group) -> tuple[list[Problem], list[str], int
         stats = {} if x_field is None else dict(x_field.summary_stats)
         if n_obs is not None and stats.get("n_cells", n_obs) != n_obs:
             what = f"was registered with {stats['n_cells']} cells; the store has {n_obs}"
-            problems.append(Problem(where, what))
+            problems.append(Problem(where, what, kind=_STALE))
         states = payload["registry"]["field_registries"]
         for key, fr in registry.field_registries.items():
             if fr.data_registry is None:
@@ -101,7 +138,7 @@ def check_registrations(root: zarr.Group) -> tuple[list[Problem], list[str], int
             loc = fr.data_registry
             if not _location_exists(root, loc.attr_name, loc.attr_key):
                 what = f"its data {loc.describe()} is not in the store; run setup again"
-                problems.append(Problem(fwhere, what))
+                problems.append(Problem(fwhere, what, kind=_STALE))
             state = states[key]["state_registry"]
             matches = [
                 spec
@@ -110,7 +147,7 @@ def check_registrations(root: zarr.Group) -> tuple[list[Problem], list[str], int
             ]
             if not matches:
                 what = "no persisted field record holds its state; run setup again"
-                problems.append(Problem(fwhere, what))
+                problems.append(Problem(fwhere, what, kind=_STALE))
                 continue
             for spec in matches:
                 if spec not in checked:
@@ -123,5 +160,6 @@ def check_registrations(root: zarr.Group) -> tuple[list[Problem], list[str], int
                             f"{issue}: field {key!r} of {where} is stale; run setup (the "
                             "model's setup_anndata) again to register the current data"
                         )
-                    problems.append(Problem(_shown(location), what))
-    return problems, list(meta["registries"]), len(checked)
+                    kind = _STALE if stale else "damage"
+                    problems.append(Problem(_shown(location), what, kind=kind))
+    return problems, len(checked)

@@ -19,9 +19,10 @@ class Problem:
     what
         What is wrong and, where it helps, what to do.
     kind
-        ``"damage"`` (data or a registration cannot be used) or ``"incomplete"``: unpublished
-        leftovers of a write that was killed, invisible to readers, removed by the next
-        registration or ``preprocess`` of the store.
+        ``"damage"`` (data or a registration cannot be used) or ``"incomplete"``: what a
+        write that is running or was killed leaves (unpublished arrays, invisible to readers;
+        a registration marked as under way, and the registrations it was replacing), mended
+        by the next registration or ``preprocess`` of the store.
     """
 
     where: str
