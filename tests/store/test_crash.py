@@ -55,7 +55,7 @@ needs_mount = pytest.mark.skipif(not crash.can_mount(), reason="mounting a tmpfs
 
 @needs_mount
 @pytest.mark.timeout(300)
-@pytest.mark.parametrize("op", ["setup", "preprocess", "convert"])
+@pytest.mark.parametrize("op", ["setup", "reregister", "preprocess", "convert-many-shuffle"])
 def test_full_disk_fails_named_and_leaves_nothing_half_written(tmp_path: Path, op: str) -> None:
     nw = crash.full_disk(op, tmp_path, headroom=0)
     assert nw.error is not None, "a full disk must make the write fail"

@@ -8,10 +8,12 @@ bytes each: 2.4 GB at 10^8 cells). They live in flat binary files under
 length) from which each task reads the slice it needs. The driver's heap and the task graph
 therefore hold no per-cell array, so the graph stays the same size however many cells there
 are; the operating system keeps what is read in its page cache, which it can reclaim.
+Their disk space is reserved when they are created (a full disk fails there, by name).
 """
 
 from __future__ import annotations
 
+import errno
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +38,7 @@ class Spilled:
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"{name}.i8"
         with open(path, "wb") as f:
-            f.truncate(8 * length)
+            _allocate(f.fileno(), 8 * length)
         return Spilled(str(path), int(length))
 
     def read(self, start: int, stop: int) -> np.ndarray:
@@ -50,7 +52,9 @@ class Spilled:
         """Set entries ``start:start + len(values)``."""
         with open(self.path, "r+b") as f:
             f.seek(8 * start)
-            np.ascontiguousarray(values, dtype="<i8").tofile(f)
+            # ``file.write`` raises ENOSPC (a DiskFullError for the user); ``tofile`` raised
+            # a bare "n requested and m written" OSError on a short write.
+            f.write(np.ascontiguousarray(values, dtype="<i8").data)
 
     def take(self, positions: np.ndarray) -> np.ndarray:
         """Entries at ``positions`` (any order), through a mapping dropped afterwards."""
@@ -68,6 +72,26 @@ class Spilled:
 
     def last(self) -> int:
         return int(self.read(self.length - 1, self.length)[0])
+
+
+def _allocate(fd: int, size: int) -> None:
+    """Reserve ``size`` bytes of disk for a state file now, not when its pages are written.
+
+    The files are written through memory maps: a page that cannot be backed on a full disk
+    would kill the process with SIGBUS. Allocated up front, a full disk is an ``ENOSPC``
+    here, before anything is written. Filesystems that cannot allocate get a sparse file.
+    """
+    if size == 0:
+        return
+    if not hasattr(os, "posix_fallocate"):  # macOS, Windows
+        os.ftruncate(fd, size)
+        return
+    try:
+        os.posix_fallocate(fd, 0, size)
+    except OSError as e:
+        if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+            raise
+        os.ftruncate(fd, size)
 
 
 def _windows(n: int) -> range:

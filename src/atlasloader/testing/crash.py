@@ -45,6 +45,7 @@ from .ops import (
     _changed,
     _damage,
     _fresh,
+    _input_damage,
     _inputs_files,
     _opens,
     _pristine,
@@ -135,7 +136,7 @@ def run_op(name: str, n_points: int, workdir: str | os.PathLike[str]) -> CrashRe
     pristine = _inputs_files(op, template)
     # Every run uses the same folder: results that name their inputs' paths compare equal.
     base = _fresh(template, work / f"{name}-run")
-    before = set(_damage(base / op.target)[0]) if not op.publishes else set()
+    before = _input_damage(op, base)
     report = CrashReport(name, duration_s=_succeed(name, base))
     clean = op.outcome(base)
     for i in range(n_points):

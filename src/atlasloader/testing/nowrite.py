@@ -24,6 +24,7 @@ from .ops import (
     _changed,
     _damage,
     _fresh,
+    _input_damage,
     _inputs_files,
     _opens,
     _pristine,
@@ -87,9 +88,16 @@ class NoWriteReport:
 
 
 def _after_refusal(
-    op: Op, base: Path, run: _Run, pristine: dict[str, dict[str, str]], must_fail: bool
+    op: Op,
+    base: Path,
+    run: _Run,
+    pristine: dict[str, dict[str, str]],
+    must_fail: bool,
+    before: set[str],
 ) -> list[str]:
-    """What is wrong after ``run`` failed to write (or, unless ``must_fail``, succeeded)."""
+    """What is wrong after ``run`` failed to write (or, unless ``must_fail``, succeeded);
+    ``before`` are the problems the input had already (the stale registration that
+    ``reregister`` is to replace stays as it was when the write is refused)."""
     problems = []
     if run.error is None:
         if must_fail:
@@ -115,6 +123,7 @@ def _after_refusal(
         problems.append(why)
     else:
         damage, incomplete = _damage(store)
+        damage = [p for p in damage if p not in before]
         if damage or incomplete:
             problems.append(f"validate after the failed write: {damage[:3] or 'leftovers'}")
     return problems
@@ -140,7 +149,7 @@ def full_disk(name: str, workdir: str | os.PathLike[str], headroom: int) -> NoWr
             with open(mnt / "filler", "wb") as f, contextlib.suppress(OSError):
                 f.write(b"\0" * free)
         run = _run_child(name, base, None)
-        problems = _after_refusal(op, base, run, pristine, must_fail=False)
+        problems = _after_refusal(op, base, run, pristine, False, _input_damage(op, template))
     return NoWriteReport(name, f"disk full, {headroom} B free", run.error, problems)
 
 
@@ -155,6 +164,6 @@ def read_only(name: str, workdir: str | os.PathLike[str]) -> NoWriteReport:
     with _mounted(ro, "--bind", str(src)):
         subprocess.run(["mount", "-o", "remount,ro,bind", str(ro)], check=True)
         run = _run_child(name, ro, None)
-        problems = _after_refusal(op, ro, run, pristine, must_fail=True)
+        problems = _after_refusal(op, ro, run, pristine, True, _input_damage(op, template))
     shutil.rmtree(src, ignore_errors=True)
     return NoWriteReport(name, "read-only store", run.error, problems)

@@ -326,6 +326,12 @@ def _opens(store: Path) -> str | None:
     return None
 
 
+def _input_damage(op: Op, base: Path) -> set[str]:
+    """What validate finds wrong with ``op``'s input before it runs (``reregister``'s stale
+    registration): the old state, which a kill or a refused write may leave as it was."""
+    return set() if op.publishes else set(_damage(base / op.target)[0])
+
+
 def _damage(store: Path) -> tuple[list[str], bool]:
     """Problems that are damage, and whether there were named leftovers (``incomplete``)."""
     from ..validation.validate import check_store
