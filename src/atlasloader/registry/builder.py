@@ -126,6 +126,9 @@ def _refuse_foreign(
             raise ColumnExistsError(msg)
 
 
+_UNMARKED: Any = object()  # a mark found at the start (a dead writer's): removed, not restored
+
+
 class Registration:
     """The writes of one registration on a store, committed together or removed together.
 
@@ -148,6 +151,7 @@ class Registration:
         self.records: dict[str, dict[str, Any]] = {}
         self._before: set[str] = set()
         self._marked = False
+        self._restore: Any = _UNMARKED  # the metadata before this registration marked it
         if self.backing is not None:
             root = records.fresh(self.backing.adata.group)
             self._before = set(_members(root))
@@ -156,16 +160,21 @@ class Registration:
     def begin(self) -> None:
         """Mark the store before this registration's first write (once)."""
         if self.backing is not None and not self._marked:
-            records.begin_operation(self.backing.adata.group, self.operation)
+            self._restore = records.begin_operation(self.backing.adata.group, self.operation)
             self._marked = True
 
-    def close(self) -> None:
-        """Remove the mark: the registration committed, or rolled back what it wrote."""
-        if self.backing is not None and self._marked:
+    def close(self, rolled_back: bool = False) -> None:
+        """Remove the mark: the registration committed, or rolled back what it wrote (then
+        the metadata this registration marked is put back exactly as it was)."""
+        if self.backing is None or not self._marked:
+            return
+        if rolled_back and self._restore is not _UNMARKED:
+            records.end_operation(self.backing.adata.group, restore=self._restore)
+        else:
             records.end_operation(self.backing.adata.group)
-            self._marked = False
-            self.backing.mark_dirty()  # consolidated metadata must not show the mark
-            self.backing.flush()
+        self.backing.mark_dirty()  # consolidated metadata must not show the mark
+        self._marked = False
+        self.backing.flush()
 
     def commit(self) -> None:
         if self.backing is not None and self.records:
@@ -192,7 +201,7 @@ class Registration:
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         if exc_type is not None:
             self.rollback()
-        self.close()
+        self.close(rolled_back=exc_type is not None)
 
 
 def _members(root: Any) -> list[str]:
