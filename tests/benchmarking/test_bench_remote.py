@@ -44,7 +44,6 @@ def test_bench_remote_smoke(tmp_path: Path) -> None:
         "--warmup-batches",
         "1",
         "--latencies",
-        "0",
         "10",
         "--no-sparse",
         "--no-zarr",
@@ -66,11 +65,11 @@ def test_bench_remote_smoke(tmp_path: Path) -> None:
     report = json.loads((out / "remote.json").read_text())
     assert (out / "remote.md").read_text().startswith("## Remote store benchmark")
     rows = {r["key"]: r for r in report["rows"]}
-    for key in ("local-dense", "s3-0-dense", "s3-10-dense"):
+    for key in ("local-dense", "s3-10-dense"):
         assert rows[key]["error"] is None, rows[key]["error"]
         assert rows[key]["result"]["cells_per_s"] > 0
     # The remote runs went through the proxy and were counted.
-    assert rows["s3-10-dense"]["result"]["http"]["requests"] >= 0
+    assert rows["s3-10-dense"]["result"]["http"]["requests"] > 0
     assert report["local_cells_per_s"]["dense"] > 0
     assert report["errors"] == {}
     assert "defaults" in report["target"]
