@@ -7,6 +7,7 @@ removes the columns it added, so a bad input leaves the store as it found it.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -187,10 +188,10 @@ class Registration:
             return
         self.records = {}
         root = records.fresh(self.backing.adata.group)
+        drop_staging(root)  # first: on a full disk this frees the space the rest needs
         added = [loc for loc in _members(root) if loc not in self._before]
         for loc in added:
             remove_member(root, *loc.split("/", 1))
-        drop_staging(root)
         if added:
             self.backing.mark_dirty()
         self.backing.flush()
@@ -199,9 +200,20 @@ class Registration:
         return self
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        if exc_type is not None:
+        if exc_type is None:
+            self.close()
+            return
+        try:
             self.rollback()
-        self.close(rolled_back=exc_type is not None)
+            self.close(rolled_back=True)
+        except Exception as cleanup:
+            # The registration's own error is the one to raise; say what was left behind.
+            warnings.warn(
+                f"undoing the failed registration left leftovers in the store ({cleanup}); "
+                "validate_store names them and the next registration removes them",
+                UserWarning,
+                stacklevel=2,
+            )
 
 
 def _members(root: Any) -> list[str]:
