@@ -2,23 +2,32 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
+import zarr
+
+from atlasloader import AnnDataManager, read_lazy
+from atlasloader.fields import CategoricalObsField, LayerField
+from atlasloader.store import records
+from atlasloader.store.write import STAGING
 from atlasloader.testing import crash
+from atlasloader.validation.validate import check_store
+
+
+def _prepared(tmp_path: Path, op: str) -> Path:
+    """The store ``op`` of the crash harness writes to, prepared as its input."""
+    base = tmp_path / "w"
+    base.mkdir()
+    crash.OPS[op].prepare(base)
+    return base
 
 
 def test_validate_names_leftovers_of_an_interrupted_write_without_calling_them_damage(
     tmp_path: Path,
 ) -> None:
-    import zarr
-
-    from atlasloader.store.write import STAGING
-    from atlasloader.validation.validate import check_store
-
-    base = tmp_path / "w"
-    base.mkdir()
-    crash.OPS["setup"].prepare(base)
-    store = base / "ref.zarr"
+    store = _prepared(tmp_path, "setup") / "ref.zarr"
     assert check_store(store).ok
     root = zarr.open_group(store, mode="r+", use_consolidated=False)
     root.create_array(f"{STAGING}/deadbeef", shape=(3000,), dtype="int8")
@@ -46,17 +55,7 @@ AnnDataManager(fields).register_fields(read_lazy(sys.argv[1] + "/ref.zarr"))
 def test_a_registration_killed_part_way_is_named_as_incomplete_and_mended_by_a_rerun(
     tmp_path: Path,
 ) -> None:
-    import subprocess
-    import sys
-
-    from atlasloader import AnnDataManager, read_lazy
-    from atlasloader.fields import CategoricalObsField, LayerField
-    from atlasloader.store import records
-    from atlasloader.validation.validate import check_store
-
-    base = tmp_path / "w"
-    base.mkdir()
-    crash.OPS["reregister"].prepare(base)
+    base = _prepared(tmp_path, "reregister")
     store = base / "ref.zarr"
     stale = check_store(store)
     assert stale.damaged  # the user rewrote obs/batch after registering: stale, not incomplete
@@ -78,10 +77,5 @@ def test_a_registration_killed_part_way_is_named_as_incomplete_and_mended_by_a_r
     ]
     AnnDataManager(fields).register_fields(read_lazy(store, mode="r+"))
     assert check_store(store).ok
-    assert records.pending_operation(zarr_root(store)) is None
-
-
-def zarr_root(store: Path):  # type: ignore[no-untyped-def]
-    import zarr
-
-    return zarr.open_group(store, mode="r", use_consolidated=False)
+    root = zarr.open_group(store, mode="r", use_consolidated=False)
+    assert records.pending_operation(root) is None

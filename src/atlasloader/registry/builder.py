@@ -127,9 +127,6 @@ def _refuse_foreign(
             raise ColumnExistsError(msg)
 
 
-_UNMARKED: Any = object()  # a mark found at the start (a dead writer's): removed, not restored
-
-
 class Registration:
     """The writes of one registration on a store, committed together or removed together.
 
@@ -152,7 +149,8 @@ class Registration:
         self.records: dict[str, dict[str, Any]] = {}
         self._before: set[str] = set()
         self._marked = False
-        self._restore: Any = _UNMARKED  # the metadata before this registration marked it
+        self._own_mark = False  # this registration wrote the mark (not a dead writer's)
+        self._previous: Any = None  # the metadata as it was before that
         if self.backing is not None:
             root = records.fresh(self.backing.adata.group)
             self._before = set(_members(root))
@@ -161,16 +159,16 @@ class Registration:
     def begin(self) -> None:
         """Mark the store before this registration's first write (once)."""
         if self.backing is not None and not self._marked:
-            self._restore = records.begin_operation(self.backing.adata.group, self.operation)
-            self._marked = True
+            self._previous = records.begin_operation(self.backing.adata.group, self.operation)
+            self._marked = self._own_mark = True
 
     def close(self, rolled_back: bool = False) -> None:
         """Remove the mark: the registration committed, or rolled back what it wrote (then
         the metadata this registration marked is put back exactly as it was)."""
         if self.backing is None or not self._marked:
             return
-        if rolled_back and self._restore is not _UNMARKED:
-            records.end_operation(self.backing.adata.group, restore=self._restore)
+        if rolled_back and self._own_mark:
+            records.restore_meta(self.backing.adata.group, self._previous)
         else:
             records.end_operation(self.backing.adata.group)
         self.backing.mark_dirty()  # consolidated metadata must not show the mark

@@ -37,7 +37,6 @@ ENCODING_TYPE = "atlasloader-store"
 ENCODING_VERSION = "0.1.0"
 TOKEN_ATTR = "atlasloader-token"
 _SAMPLED_CHUNKS = 3
-_KEEP: Any = object()  # end_operation: keep what the registration wrote
 _SMALL = 1 << 20  # arrays up to 1 Mi elements are hashed whole
 
 
@@ -296,7 +295,7 @@ def save_records(root: zarr.Group, recs: dict[str, dict[str, Any]]) -> None:
 def begin_operation(root: zarr.Group, operation: str) -> Any:
     """Mark a registration as under way: ``pending`` stays until :func:`end_operation`.
 
-    Returns the attribute as it was (``None`` when absent), for :func:`end_operation` to put
+    Returns the attribute as it was (``None`` when absent), for :func:`restore_meta` to put
     back if the registration is rolled back.
     """
     root = fresh(root)
@@ -318,21 +317,22 @@ def pending_operation(root: zarr.Group) -> dict[str, Any] | None:
     return dict(found) if isinstance(found, dict) else None
 
 
-def end_operation(root: zarr.Group, restore: Any = _KEEP) -> None:
-    """Remove the ``pending`` mark once the registration committed; after a rollback,
-    ``restore`` is what :func:`begin_operation` returned, put back as it was (the store's
-    metadata bytes then equal those before the registration)."""
+def end_operation(root: zarr.Group) -> None:
+    """Remove the ``pending`` mark: the registration committed."""
     root = fresh(root)
-    if restore is not _KEEP:
-        if restore is None:
-            if ATTR in root.attrs:
-                del root.attrs[ATTR]
-        else:
-            root.attrs[ATTR] = restore
-        return
     meta = read_meta(root)
     if meta.pop("pending", None) is not None:
         write_meta(root, meta)
+
+
+def restore_meta(root: zarr.Group, previous: Any) -> None:
+    """Put the attribute back as :func:`begin_operation` found it (``None``: absent), after a
+    rollback: the store's metadata then equals what it was before the registration."""
+    root = fresh(root)
+    if previous is not None:
+        root.attrs[ATTR] = previous
+    elif ATTR in root.attrs:
+        del root.attrs[ATTR]
 
 
 def save_state(
