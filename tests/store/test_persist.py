@@ -44,6 +44,7 @@ from atlasloader.fields import (
 from atlasloader.registry.model import Registry
 from atlasloader.store.elements import write_elem
 from atlasloader.store.records import TOKEN_ATTR
+from atlasloader.store.write import RESERVE_NAME, RESERVE_SLACK, STAGING
 
 FMT = {"zarr2": 2, "zarr3": 3}
 
@@ -466,6 +467,40 @@ def test_failed_registration_leaves_store_consistent(
     fixed = AnnDataManager(fields=[CategoricalObsField("batch", "batch")])
     fixed.register_fields(read_lazy(store.path))
     assert fixed.summary_stats.n_batch == 2
+
+
+def test_registration_holds_the_space_to_undo_itself_until_it_ends(
+    seed_adata: ad.AnnData, store_kind: str, to_backing: Callable[..., Any]
+) -> None:
+    """While a registration writes, the disk its rollback needs is held in the staging area
+    (a full disk cannot leave the "under way" mark behind); it is freed on commit and on
+    rollback."""
+    held: list[int] = []
+
+    class Probe(CategoricalObsField):
+        def register_field(self, adata: Any) -> dict:
+            reserve = Path(adata.path) / STAGING / RESERVE_NAME
+            held.append(sum(f.stat().st_size for f in reserve.rglob("*") if f.is_file()))
+            return super().register_field(adata)
+
+    store = to_backing(seed_adata, store_kind)
+    data = seed_adata.copy()
+    labels = data.obs["labels"].astype(object)
+    data.obs["bad"] = pd.Categorical(labels.where(data.obs_names != data.obs_names[7]))
+    bad = to_backing(data, store_kind)
+    with pytest.raises(InvalidDataError, match="bad"):
+        AnnDataManager([Probe("batch", "batch"), Probe("labels", "bad")]).register_fields(bad)
+    assert len(held) == 2
+    assert min(held) >= RESERVE_SLACK
+    group = raw_group(bad.path)
+    assert "pending" not in group.attrs.get("atlasloader", {})
+    assert not (Path(bad.path) / STAGING).exists()
+    held.clear()
+    AnnDataManager([Probe("batch", "batch"), Probe("labels", "labels")]).register_fields(store)
+    assert len(held) == 2
+    assert min(held) >= RESERVE_SLACK
+    assert not (Path(store.path) / STAGING).exists()
+    assert "pending" not in raw_group(store.path).attrs["atlasloader"]
 
 
 # --- not AnnData stores --------------------------------------------------------------------------

@@ -14,7 +14,11 @@ from typing import TYPE_CHECKING, Any
 from ..errors import ColumnExistsError, ReadOnlyStoreError
 from ..store import records
 from ..store.backing import ZarrBacking, backing_of
-from ..store.write import drop_staging, remove_member
+from ..store.write import (
+    drop_staging,
+    remove_member,
+    reserve_rollback_space,
+)
 from .model import FieldRegistry
 
 if TYPE_CHECKING:
@@ -149,6 +153,7 @@ class Registration:
         self.records: dict[str, dict[str, Any]] = {}
         self._before: set[str] = set()
         self._marked = False
+        self._begun = False
         self._own_mark = False  # this registration wrote the mark (not a dead writer's)
         self._previous: Any = None  # the metadata as it was before that
         if self.backing is not None:
@@ -157,15 +162,24 @@ class Registration:
             self._marked = records.read_meta(root).get("pending") is not None
 
     def begin(self) -> None:
-        """Mark the store before this registration's first write (once)."""
-        if self.backing is not None and not self._marked:
+        """Before this registration's first write (once): hold the space its rollback needs
+        (a full disk fails here, before any write), then mark the store."""
+        if self.backing is None or self._begun:
+            return
+        self._begun = True
+        reserve_rollback_space(self.backing.adata.group)
+        if not self._marked:
             self._previous = records.begin_operation(self.backing.adata.group, self.operation)
             self._marked = self._own_mark = True
 
     def close(self, rolled_back: bool = False) -> None:
         """Remove the mark: the registration committed, or rolled back what it wrote (then
         the metadata this registration marked is put back exactly as it was)."""
-        if self.backing is None or not self._marked:
+        if self.backing is None:
+            return
+        if self._begun:
+            drop_staging(self.backing.adata.group)  # frees the reserve for what follows
+        if not self._marked:
             return
         if rolled_back and self._own_mark:
             records.restore_meta(self.backing.adata.group, self._previous)

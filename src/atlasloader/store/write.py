@@ -8,6 +8,7 @@ is added to ``column-order``, after the data is in place.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -29,6 +30,9 @@ from .records import TOKEN_ATTR
 # ``anndata.read_zarr`` cannot open while (or after a crash during) a registration.
 STAGING_NAME = "__atlasloader_staging__"
 STAGING = f"obs/{STAGING_NAME}"
+# In the staging area while a registration is under way: the disk its rollback needs.
+RESERVE_NAME = "rollback-reserve"
+RESERVE_SLACK = 64 * 1024
 ARRAY_ATTRS = {"encoding-type": "array", "encoding-version": "0.2.0"}
 # Rows per stored object of an encoded column (a shard in Zarr v3): a 10^8-cell column is ~100
 # objects. Inside a shard, chunks of ENCODED_INNER_ROWS rows, so that a loader reading the codes
@@ -157,6 +161,8 @@ def stage_array(
         arr = root.create_array(
             staged, shape=shape, dtype=dtype, fill_value=0, overwrite=True, **layout
         )
+    except OSError:
+        raise  # a full disk or read-only filesystem: named by the writer's ``os_errors``
     except Exception as e:
         msg = f"cannot create {target!r} in the store: {type(e).__name__}: {e}"
         raise StoreError(msg) from e
@@ -258,17 +264,76 @@ def write_obsm_array(
     write_array(root, f"obsm/{key}", values, attrs)
 
 
-def drop_staging(root: zarr.Group) -> None:
+def drop_staging(root: zarr.Group, keep_reserve: bool = False) -> None:
     """Remove every staged (unpublished) array: leftovers of a failed or killed writer.
 
     Only call it holding the store's write lock (:mod:`atlasloader.store.lock`) or as the
     writer that staged them: another writer's staging area is its work in progress.
+    ``keep_reserve`` keeps the space a registration under way holds for its rollback
+    (:func:`reserve_rollback_space`).
     """
     base = local_root(root)
     if base is not None:
-        shutil.rmtree(base / STAGING, ignore_errors=True)
+        folder = base / STAGING
+        if keep_reserve and (folder / RESERVE_NAME).is_dir():
+            for child in folder.iterdir():
+                if child.name not in (RESERVE_NAME, *_META_NAMES):
+                    shutil.rmtree(child, ignore_errors=True)
+        else:
+            shutil.rmtree(folder, ignore_errors=True)
     elif STAGING in root:
         del root[STAGING]
+
+
+def allocate(fd: int, size: int) -> None:
+    """Reserve ``size`` bytes of disk for the open file ``fd`` now, not when it is written.
+
+    A file written through a memory map whose page cannot be backed on a full disk would kill
+    the process with SIGBUS; allocated up front, a full disk is an ``ENOSPC`` here, before
+    anything is written. Filesystems that cannot allocate get a sparse file.
+    """
+    if size == 0:
+        return
+    if not hasattr(os, "posix_fallocate"):  # macOS, Windows
+        os.ftruncate(fd, size)
+        return
+    try:
+        os.posix_fallocate(fd, 0, size)
+    except OSError as e:
+        if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+            raise
+        os.ftruncate(fd, size)
+
+
+def reserve_rollback_space(root: zarr.Group) -> None:
+    """Hold the disk space that undoing a registration needs, before its first write.
+
+    Undoing rewrites the root's and ``obs``' metadata (the attribute put back, consolidated
+    metadata rebuilt); on a disk the registration filled, that rewrite could itself fail and
+    leave the "under way" mark. The reserve is an uncompressed array of zeros in the staging
+    area (a Zarr node, so metadata walks take it as one), which flushes keep and
+    :func:`drop_staging`, the first step of a rollback and of a commit's close, frees. No-op
+    on object stores (they do not fill up). A disk too full for it fails here (``ENOSPC``),
+    before anything else is written.
+    """
+    base = local_root(root)
+    if base is None:
+        return
+    need = RESERVE_SLACK
+    for meta in (base / "zarr.json", base / "obs" / "zarr.json", base / ".zattrs"):
+        if meta.is_file():
+            need += 2 * meta.stat().st_size
+    reserve = root.create_array(
+        f"{STAGING}/{RESERVE_NAME}",
+        shape=(need,),
+        dtype="uint8",
+        chunks=(need,),
+        compressors=None,
+        fill_value=0,
+        overwrite=True,
+        config={"write_empty_chunks": True},  # the chunk must take its bytes of disk
+    )
+    reserve[:] = np.zeros(need, dtype=np.uint8)
 
 
 def finish_writes(root: zarr.Group, consolidated: bool | None = None) -> None:
@@ -278,7 +343,7 @@ def finish_writes(root: zarr.Group, consolidated: bool | None = None) -> None:
     (writing the root's attributes through a handle opened without it drops it on Zarr v3);
     None looks at the store now.
     """
-    drop_staging(root)
+    drop_staging(root, keep_reserve=True)  # a registration's, until it closes
     if consolidated is None:
         consolidated = is_consolidated(root)
     if consolidated:

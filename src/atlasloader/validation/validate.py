@@ -125,8 +125,9 @@ def _walk(group: zarr.Group, problems: list[Problem]) -> list[zarr.Array]:
             problems.append(
                 Problem(
                     where,
-                    "unpublished arrays left by an interrupted registration or preprocess "
-                    "(readers never see them); the next registration or preprocess of this "
+                    "unpublished arrays (or the disk a registration held for its rollback) "
+                    "left by an interrupted registration or preprocess (readers never see "
+                    "them); the next registration or preprocess of this "
                     "store removes them",
                     kind="incomplete",
                 )
