@@ -9,8 +9,10 @@ and computed with :func:`dask.compute`: on the threaded scheduler by default, or
 from __future__ import annotations
 
 import functools
+import os
 import uuid
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import dask
@@ -68,13 +70,33 @@ def compute(*objects: Any, progress: bool = False, label: str = "preprocess") ->
     The bar is drawn with rich on stderr: from task completions on the local schedulers, and
     from the futures' states on a ``dask.distributed`` client.
     """
-    if not progress:
-        return tuple(dask.compute(*objects))
     client = _active_client()
     if client is not None and dask.config.get("scheduler", None) in (None, "dask.distributed"):
+        if not progress:
+            return tuple(dask.compute(*objects))
         return _compute_distributed(client, objects, label)
+    if not progress:
+        return _compute_local(objects)
     with _RichTasks(label):
+        return _compute_local(objects)
+
+
+def _compute_local(objects: Sequence[Any]) -> tuple[Any, ...]:
+    """``dask.compute`` on this process's threads, returning only once no task runs.
+
+    dask's threaded scheduler raises a task's error while the other tasks in flight go on;
+    those write staged arrays, so a cleanup run at once (dropping the staging area) would race
+    them and leave their files behind. Here the pool is ours and is drained before returning
+    or raising. Other local schedulers (``synchronous``, ``processes``) are used as configured.
+    """
+    if dask.config.get("scheduler", None) not in (None, "threads", "threading"):
         return tuple(dask.compute(*objects))
+    workers = dask.config.get("num_workers", None) or os.cpu_count() or 1
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="atlasloader-preprocess")
+    try:
+        return tuple(dask.compute(*objects, scheduler="threads", pool=pool))
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _compute_distributed(client: Any, objects: Sequence[Any], label: str) -> tuple[Any, ...]:
