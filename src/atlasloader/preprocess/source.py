@@ -24,10 +24,11 @@ from . import graph
 
 __all__ = ["Block", "MatrixSource", "StoreRows", "load_block", "matrix_source"]
 
-# Stored values per task (16 MB of float32 data + int32 indices for CSR; a task's working set
-# is ~4x that): large enough that the graph stays small (~50 tasks per 10^8 values), small
-# enough that the tasks in flight on a worker stay far below its memory.
-TASK_VALUES = 1 << 21
+# Stored values per task (8 MB of float32 data + int32 indices for CSR; a task's working set
+# is ~5x that, ~40 MB, and a worker runs one per core): small enough that a 2-core process stays
+# under 0.5 GB at any number of cells, large enough that the graph stays small (~100 tasks per
+# 10^8 values) and per-task overhead is far below the task's work.
+TASK_VALUES = 1 << 20
 
 Block: TypeAlias = np.ndarray | sp.csr_matrix
 
