@@ -41,7 +41,10 @@ EXIT_BOUND = 2.0
 HARD_TIMEOUT = 60.0  # the child is killed (and the test fails) past this: a hang
 
 CHILD = r"""
-import json, sys, time, warnings
+import json, signal, sys, time, warnings
+# As run from a terminal: a shell's background job (nohup, `&` in a script) starts with SIGINT
+# ignored, and Python then never raises KeyboardInterrupt.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 import atlasloader
 from atlasloader import AnnDataLoader, AnnDataManager
 from atlasloader.fields import CategoricalObsField, LayerField, NumericalObsField

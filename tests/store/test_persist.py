@@ -44,7 +44,12 @@ from atlasloader.fields import (
 from atlasloader.registry.model import Registry
 from atlasloader.store.elements import write_elem
 from atlasloader.store.records import TOKEN_ATTR
-from atlasloader.store.write import RESERVE_NAME, RESERVE_SLACK, STAGING
+from atlasloader.store.write import (
+    RESERVE_NAME,
+    RESERVE_SLACK,
+    STAGING,
+    reserve_rollback_space,
+)
 
 FMT = {"zarr2": 2, "zarr3": 3}
 
@@ -501,6 +506,20 @@ def test_registration_holds_the_space_to_undo_itself_until_it_ends(
     assert min(held) >= RESERVE_SLACK
     assert not (Path(store.path) / STAGING).exists()
     assert "pending" not in raw_group(store.path).attrs["atlasloader"]
+
+
+def test_a_dead_registrations_reserve_is_removed_by_the_next_writer(store: LazyAnnData) -> None:
+    """The rollback space of a registration that was killed is a leftover like its staged
+    arrays: the next write (here a preprocess, not a registration) removes it."""
+    from atlasloader.preprocess import preprocess
+    from atlasloader.validation import check_store
+
+    reserve_rollback_space(zarr.open_group(store.path, mode="r+", use_consolidated=False))
+    assert (Path(store.path) / STAGING / RESERVE_NAME).is_dir()
+    assert [p.kind for p in check_store(store.path).problems] == ["incomplete"]
+    preprocess(read_lazy(store.path, mode="r+"))
+    assert not (Path(store.path) / STAGING).exists()
+    assert check_store(store.path).ok
 
 
 # --- not AnnData stores --------------------------------------------------------------------------

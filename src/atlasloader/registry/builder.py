@@ -168,6 +168,7 @@ class Registration:
             return
         self._begun = True
         reserve_rollback_space(self.backing.adata.group)
+        self.backing.holds_reserve = True
         if not self._marked:
             self._previous = records.begin_operation(self.backing.adata.group, self.operation)
             self._marked = self._own_mark = True
@@ -178,6 +179,7 @@ class Registration:
         if self.backing is None:
             return
         if self._begun:
+            self.backing.holds_reserve = False
             drop_staging(self.backing.adata.group)  # frees the reserve for what follows
         if not self._marked:
             return

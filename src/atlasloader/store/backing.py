@@ -177,6 +177,8 @@ class ZarrBacking(Backing):
         self._dirty = False
         # Remembered before any write: on Zarr v3 writing root attrs drops consolidated metadata.
         self._consolidated = adata.writable and is_consolidated(adata.group)
+        # A registration under way holds its rollback space in staging: flushes keep it.
+        self.holds_reserve = False
 
     @property
     def n_obs(self) -> int:
@@ -266,7 +268,7 @@ class ZarrBacking(Backing):
 
     def flush(self) -> None:
         if self._dirty:
-            finish_writes(self.adata.group, self._consolidated or None)
+            finish_writes(self.adata.group, self._consolidated or None, self.holds_reserve)
             self.adata.refresh()
             self._dirty = False
 

@@ -336,14 +336,18 @@ def reserve_rollback_space(root: zarr.Group) -> None:
     reserve[:] = np.zeros(need, dtype=np.uint8)
 
 
-def finish_writes(root: zarr.Group, consolidated: bool | None = None) -> None:
+def finish_writes(
+    root: zarr.Group, consolidated: bool | None = None, keep_reserve: bool = False
+) -> None:
     """Drop staging leftovers and refresh consolidated metadata if the store had it.
 
     ``consolidated`` says whether the store had consolidated metadata when it was opened
     (writing the root's attributes through a handle opened without it drops it on Zarr v3);
-    None looks at the store now.
+    None looks at the store now. ``keep_reserve``: the caller's registration is under way and
+    holds its rollback space (:func:`reserve_rollback_space`); any other reserve is a dead
+    writer's leftover and goes.
     """
-    drop_staging(root, keep_reserve=True)  # a registration's, until it closes
+    drop_staging(root, keep_reserve=keep_reserve)
     if consolidated is None:
         consolidated = is_consolidated(root)
     if consolidated:
