@@ -13,13 +13,12 @@ Their disk space is reserved when they are created (a full disk fails there, by 
 
 from __future__ import annotations
 
+import errno
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-
-from ..store.write import allocate as _allocate
 
 __all__ = ["STATE_DIR", "WINDOW", "Spilled", "permutation", "remove_state", "row_pointers"]
 
@@ -73,6 +72,26 @@ class Spilled:
 
     def last(self) -> int:
         return int(self.read(self.length - 1, self.length)[0])
+
+
+def _allocate(fd: int, size: int) -> None:
+    """Reserve ``size`` bytes of disk for a state file now, not when its pages are written.
+
+    The files are written through memory maps: a page that cannot be backed on a full disk
+    would kill the process with SIGBUS. Allocated up front, a full disk is an ``ENOSPC``
+    here, before anything is written. Filesystems that cannot allocate get a sparse file.
+    """
+    if size == 0:
+        return
+    if not hasattr(os, "posix_fallocate"):  # macOS, Windows
+        os.ftruncate(fd, size)
+        return
+    try:
+        os.posix_fallocate(fd, 0, size)
+    except OSError as e:
+        if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+            raise
+        os.ftruncate(fd, size)
 
 
 def _windows(n: int) -> range:

@@ -153,7 +153,6 @@ class Registration:
         self.records: dict[str, dict[str, Any]] = {}
         self._before: set[str] = set()
         self._marked = False
-        self._begun = False
         self._own_mark = False  # this registration wrote the mark (not a dead writer's)
         self._previous: Any = None  # the metadata as it was before that
         if self.backing is not None:
@@ -164,9 +163,8 @@ class Registration:
     def begin(self) -> None:
         """Before this registration's first write (once): hold the space its rollback needs
         (a full disk fails here, before any write), then mark the store."""
-        if self.backing is None or self._begun:
+        if self.backing is None or self.backing.holds_reserve:
             return
-        self._begun = True
         reserve_rollback_space(self.backing.adata.group)
         self.backing.holds_reserve = True
         if not self._marked:
@@ -178,7 +176,7 @@ class Registration:
         the metadata this registration marked is put back exactly as it was)."""
         if self.backing is None:
             return
-        if self._begun:
+        if self.backing.holds_reserve:
             self.backing.holds_reserve = False
             drop_staging(self.backing.adata.group)  # frees the reserve for what follows
         if not self._marked:
@@ -203,6 +201,7 @@ class Registration:
         self.records = {}
         root = records.fresh(self.backing.adata.group)
         drop_staging(root)  # first: on a full disk this frees the space the rest needs
+        self.backing.holds_reserve = False
         added = [loc for loc in _members(root) if loc not in self._before]
         for loc in added:
             remove_member(root, *loc.split("/", 1))

@@ -8,7 +8,6 @@ is added to ``column-order``, after the data is in place.
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import shutil
@@ -283,26 +282,6 @@ def drop_staging(root: zarr.Group, keep_reserve: bool = False) -> None:
             shutil.rmtree(folder, ignore_errors=True)
     elif STAGING in root:
         del root[STAGING]
-
-
-def allocate(fd: int, size: int) -> None:
-    """Reserve ``size`` bytes of disk for the open file ``fd`` now, not when it is written.
-
-    A file written through a memory map whose page cannot be backed on a full disk would kill
-    the process with SIGBUS; allocated up front, a full disk is an ``ENOSPC`` here, before
-    anything is written. Filesystems that cannot allocate get a sparse file.
-    """
-    if size == 0:
-        return
-    if not hasattr(os, "posix_fallocate"):  # macOS, Windows
-        os.ftruncate(fd, size)
-        return
-    try:
-        os.posix_fallocate(fd, 0, size)
-    except OSError as e:
-        if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
-            raise
-        os.ftruncate(fd, size)
 
 
 def reserve_rollback_space(root: zarr.Group) -> None:
