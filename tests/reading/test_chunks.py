@@ -92,6 +92,12 @@ LAYOUTS: dict[str, tuple[tuple[int, ...], str, dict[str, Any]]] = {
     "v3-2d-lz4-f32": ((203, 7), "float32", {"chunks": (16, 7), "compressors": LZ4}),
     "v3-2d-shard-i32": ((203, 7), "int32", {"chunks": (16, 7), "shards": (64, 7)}),
     "v3-2d-padded-cols-f32": ((203, 7), "float32", {"chunks": (16, 8)}),
+    "v3-2d-shard-raw-f32": (
+        (203, 7),
+        "float32",
+        {"chunks": (16, 7), "shards": (64, 7), "compressors": None},
+    ),
+    "v3-2d-padded-raw-i32": ((203, 7), "int32", {"chunks": (16, 8), "compressors": None}),
     "v2-blosc-i32": (
         (1003,),
         "int32",
@@ -201,8 +207,10 @@ def test_random_arrays_match_numpy(arr: tuple[np.ndarray, dict[str, Any]], data:
         {"chunks": (16,)},
         {"chunks": (16,), "shards": (64,)},
         {"chunks": (16,), "zarr_format": 2},
+        {"chunks": (16,), "shards": (64,), "compressors": None},
+        {"chunks": (16,), "zarr_format": 2, "compressors": None},
     ],
-    ids=["v3", "v3-shard", "v2"],
+    ids=["v3", "v3-shard", "v2", "v3-shard-raw", "v2-raw"],
 )
 def test_missing_chunks_read_as_fill_value(tmp_path: Path, kw: dict[str, Any]) -> None:
     x = _source((300,), "float32") + 100
@@ -317,6 +325,38 @@ def test_truncated_uncompressed_chunk_raises(tmp_path: Path) -> None:
     _assert_corrupt(ChunkReader(a), 0, 100, f, "chunk 2")
 
 
+def test_raw_reads_only_the_rows_asked_for(tmp_path: Path) -> None:
+    x = _source((256, 3), "int32")
+    a = _write(tmp_path / "a.zarr", x, chunks=(16, 3), shards=(64, 3), compressors=None)
+    reader = ChunkReader(a)
+    assert reader.fast
+    assert reader._layout is not None
+    assert reader._layout.raw
+    ranges = np.array([[70, 71], [5, 40], [250, 256], [64, 64], [0, 256]])
+    np.testing.assert_array_equal(reader.read_many(ranges), _expected(x, ranges))
+    out = np.full((41, 3), -7, dtype=np.int32)  # into a caller's buffer, every row written
+    reader.read_many(np.array([[3, 9], [100, 135]]), out=out)
+    np.testing.assert_array_equal(out, np.concatenate([x[3:9], x[100:135]]))
+
+
+def test_raw_chunk_of_the_wrong_size_raises(tmp_path: Path) -> None:
+    x = _source((128,), "int64")
+    a = _write(tmp_path / "a.zarr", x, chunks=(16,), shards=(64,), compressors=None)
+    f = tmp_path / "a.zarr" / "c" / "1"
+    raw = bytearray(f.read_bytes())
+    entries = np.frombuffer(bytes(raw[-(16 * 4 + 4) : -4]), "<u8").reshape(4, 2).copy()
+    entries[1, 1] -= 8  # inner chunk 5 claims one value less: the index no longer fits the dtype
+    raw[-(16 * 4 + 4) : -4] = entries.tobytes()
+    raw[-4:] = bytes(numcodecs.checksum32.CRC32C().encode(entries.tobytes()))[-4:]
+    f.write_bytes(bytes(raw))
+    reader = ChunkReader(a)
+    np.testing.assert_array_equal(reader.read(60, 80), x[60:80])  # chunks 3, 4: still fine
+    _assert_corrupt(reader, 80, 90, f, "chunk 5")
+    g = tmp_path / "a.zarr" / "c" / "0"
+    g.write_bytes(g.read_bytes()[:100])  # shorter than its index says
+    _assert_corrupt(reader, 0, 5, g, "chunks 0..3")
+
+
 def test_corrupt_shard_index_raises(tmp_path: Path) -> None:
     x = _source((256,), "float32")
     a = _write(tmp_path / "a.zarr", x, chunks=(16,), shards=(64,))
@@ -429,3 +469,27 @@ def test_nested_array_path(tmp_path: Path) -> None:
     assert reader.fast
     assert os.path.isdir(tmp_path / "s.zarr" / "X" / "data" / "c")
     np.testing.assert_array_equal(reader.read(5, 90), x[5:])
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.data())
+def test_scalar_and_vector_span_plans_agree(data: st.DataObject) -> None:
+    """Small shard groups plan their preads in plain Python; the plan equals numpy's."""
+    from atlasloader.reading.chunks import _spans_scalar, _spans_vector
+    from atlasloader.reading.layout import _MISSING
+
+    n = data.draw(st.integers(1, 12))
+    sizes = data.draw(st.lists(st.integers(1, 50), min_size=n, max_size=n))
+    missing = data.draw(st.lists(st.booleans(), min_size=n, max_size=n))
+    gaps = data.draw(st.lists(st.sampled_from([0, 0, 0, 7]), min_size=n, max_size=n))
+    index = np.zeros((n, 2), dtype=np.uint64)
+    pos = 0
+    for i in range(n):  # chunks in file order, some with a gap before them, some missing
+        pos += gaps[i]
+        if missing[i]:
+            index[i] = _MISSING
+        else:
+            index[i] = (pos, sizes[i])
+            pos += sizes[i]
+    ids = np.array(sorted(data.draw(st.sets(st.integers(0, n - 1), min_size=1))), dtype=np.int64)
+    assert _spans_scalar(ids.tolist(), index) == _spans_vector(ids, index)

@@ -78,6 +78,15 @@ def test_convert_preprocess_register_validate_in_the_bucket(
     assert query.summary_stats.n_batch == ref.summary_stats.n_batch
     assert validate_store(url, storage_options=opts) == []
 
+    # Per-cell arrays are compressed in the bucket (a loader's runs fetch few bytes), stored
+    # uncompressed on local disk (read in place).
+    bucket = zarr.open_group(zarr.storage.FsspecStore.from_url(url, storage_options=opts), mode="r")
+    ours = zarr.open_group(str(local), mode="r")
+    assert [c.cname.value for c in bucket["X/indptr"].compressors] == ["lz4"]
+    assert ours["X/indptr"].compressors == ()
+    codes = next(k for k in bucket["obs"].array_keys() if k.startswith("_scvi_"))
+    assert [c.cname.value for c in bucket[f"obs/{codes}"].compressors] == ["lz4"]
+
 
 def test_an_interrupted_upload_never_opens_and_a_rerun_starts_clean(
     s3: S3Server, h5ads: list[Path]

@@ -21,6 +21,7 @@ import shutil
 import tempfile
 from collections.abc import Sequence
 from contextlib import ExitStack
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -197,11 +198,9 @@ def convert(
         check_remote_target(str(dst), overwrite, storage_options)  # before any work
         with tempfile.TemporaryDirectory(dir=os.environ.get("ATLASLOADER_TMPDIR")) as tmp:
             local = Path(tmp) / "store.zarr"
-            convert(
-                paths, local, join=join, shuffle=shuffle, seed=seed, source_key=source_key,
-                var_subset=var_subset, chunk_rows=chunk_rows, shard_rows=shard_rows,
-                codec=codec, block_rows=block_rows, progress=progress,
-            )  # fmt: skip
+            with os_errors(local, "the converted store"):
+                # Laid out for ranged GETs: row pointers compressed, like the matrices.
+                _convert_local(paths, local, replace(opts, remote=True), settings, False, progress)
             upload_store(local, str(dst), overwrite=overwrite, storage_options=storage_options)
         return str(dst)
     target = Path(str(dst).removeprefix("file://"))

@@ -30,7 +30,7 @@ SHARD_BYTES = 16 << 20  # target uncompressed bytes of values per shard
 MAX_SHARD_ROWS = 65_536  # keeps the shard index (16 bytes per chunk) small
 BLOCK_BYTES = 64 << 20  # cap on bytes read per block, whatever block_rows says
 MIN_CHUNK_ELEMS = 64  # very sparse rows: avoid chunks of a handful of values
-INDPTR_SHARD_CHUNKS = 256  # indptr shards of 2**20 pointers (8 MB) in chunks of 2**12
+INDPTR_SHARD_CHUNKS = 1024  # indptr shards of 2**20 pointers (8 MB) in chunks of 2**10
 
 
 @dataclass(frozen=True)
@@ -41,6 +41,9 @@ class Options:
     shard_rows: int | None
     codec: str | None
     block_rows: int
+    # The store is uploaded to an object store afterwards: per-cell arrays are compressed too
+    # (a loader's random runs then fetch few bytes; on local disk they are read in place).
+    remote: bool = False
 
 
 @dataclass(frozen=True)
@@ -159,8 +162,16 @@ def create_matrix(
     ptr_chunk, ptr_shard = _indptr_layout(n + 1)
     create_zarr_array(
         group, "indptr", shape=(n + 1,), dtype=np.int64, chunks=(ptr_chunk,),
-        shards=None if ptr_shard is None else (ptr_shard,), codec=opts.codec, zarr_format=3,
+        shards=None if ptr_shard is None else (ptr_shard,), codec=_per_cell_codec(opts),
+        zarr_format=3,
     )  # fmt: skip
+
+
+def _per_cell_codec(opts: Options) -> str | None:
+    """Codec of the row pointers: none on local disk, where the loader ``pread``-s the pointers
+    of its runs in place (2.3 instead of 6.5 us per run); ``opts.codec`` for an object store,
+    where bytes cost more than decoding."""
+    return opts.codec if opts.remote else None
 
 
 def write_indptr(root: Any, key: str, indptr: Spilled) -> None:

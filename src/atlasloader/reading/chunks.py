@@ -37,6 +37,11 @@ __all__ = ["ChunkReader"]
 # Largest single pread when coalescing consecutive inner chunks of a shard: big enough that the
 # syscall cost vanishes, small enough that one call never holds a huge raw buffer.
 _MAX_SPAN_BYTES = 4 << 20
+# Shard groups of at most this many chunks plan their preads in plain Python (no numpy calls).
+_SCALAR_GROUP = 8
+_MISSING_INT = int(_MISSING)
+# A span plan: span starts and ends, and per chunk its offset, size, missing flag and number.
+_Spans = tuple[list[int], list[int], list[int], list[int], list[bool], list[int]]
 
 
 class ChunkReader(RemoteReads):
@@ -64,9 +69,12 @@ class ChunkReader(RemoteReads):
     Zarr specification says. A chunk that cannot be decoded, a shard index whose checksum does not
     match and a truncated file raise :class:`~atlasloader.errors.CorruptChunkError`.
 
-    Instances are thread safe: the only shared mutable state is the shard-index cache, guarded by
-    a lock; files are opened per call. Decoding releases the GIL, so calls from several threads
-    decode in parallel.
+    Uncompressed chunks (a ``bytes`` codec alone) are not decoded: only the bytes of the rows
+    asked for are ``pread`` into the output, one call per piece (sizes checked against the index).
+
+    Instances are thread safe: the only shared mutable state is the shard-index cache, updated
+    under a lock (a lookup is one atomic dict read); files are opened per call. Decoding releases
+    the GIL, so calls from several threads decode in parallel.
     """
 
     def __init__(self, array: zarr.Array, *, index_cache_size: int = 4096) -> None:
@@ -250,12 +258,91 @@ class ChunkReader(RemoteReads):
                 d, a = d_list[p], a_list[p]
                 out[d : d + b_list[p] - a] = decoded[a : b_list[p]]
 
-        if lay.remote:
+        if lay.raw and not lay.remote and not padded:
+            self._read_raw(lay, uniq, gs_list, ge_list, a_list, b_list, d_list, out)
+        elif lay.remote:
             self._read_remote(lay, uniq, place)
         elif lay.shard_chunks:
             self._read_shards(lay, uniq, place)
         else:
             self._read_chunk_files(lay, uniq, place)
+
+    def _read_raw(
+        self,
+        lay: _Layout,
+        uniq: np.ndarray,
+        gs_list: list[int],
+        ge_list: list[int],
+        a_list: list[int],
+        b_list: list[int],
+        d_list: list[int],
+        out: np.ndarray,
+    ) -> None:
+        """Uncompressed chunks: each piece ``pread`` straight into ``out``, no decoding.
+
+        Chunk group ``g`` (chunk ``uniq[g]``) has pieces ``gs_list[g]:ge_list[g]``: its rows
+        ``[a, b)`` go to rows ``d`` of ``out``. Only the bytes of the rows asked for are read.
+        """
+        row = lay.chunk_nbytes // lay.chunk_rows
+        dest = out.reshape(-1).view(np.uint8).data
+        fill = self._fill
+        expected = lay.chunk_nbytes
+
+        def fill_group(g: int) -> None:
+            for p in range(gs_list[g], ge_list[g]):
+                d = d_list[p]
+                out[d : d + b_list[p] - a_list[p]] = fill
+
+        def copy(fd: int, path: str, ci: int, base: int, g: int) -> None:
+            for p in range(gs_list[g], ge_list[g]):
+                at, n, d = base + a_list[p] * row, (b_list[p] - a_list[p]) * row, d_list[p] * row
+                got = os.preadv(fd, [dest[d : d + n]], at)
+                if got != n:
+                    reason = f"file truncated: {got} of {n} bytes at offset {at}"
+                    raise self._corrupt(path, ci, reason)
+
+        if lay.shard_chunks:
+            inner, groups = _shard_groups(uniq, lay.shard_chunks)
+            inner_l = inner.tolist()
+            for si, s0, s1 in groups:
+                path = lay.path(si)
+                try:
+                    fd = os.open(path, os.O_RDONLY)
+                except FileNotFoundError:
+                    for g in range(s0, s1):
+                        fill_group(g)
+                    continue
+                try:
+                    item = self._shard_index(lay, fd, path, si).item
+                    for g in range(s0, s1):
+                        i = inner_l[g]
+                        off, nb = item(i, 0), item(i, 1)
+                        if off == _MISSING_INT and nb == _MISSING_INT:
+                            fill_group(g)
+                            continue
+                        ci = si * lay.shard_chunks + i
+                        if nb != expected:
+                            reason = f"uncompressed chunk of {nb} bytes, expected {expected}"
+                            raise self._corrupt(path, ci, reason)
+                        copy(fd, path, ci, off, g)
+                finally:
+                    os.close(fd)
+            return
+        for g, ci in enumerate(uniq.tolist()):
+            path = lay.path(ci)
+            try:
+                fd = os.open(path, os.O_RDONLY)
+            except FileNotFoundError:
+                fill_group(g)  # never written: the fill value, as the spec says
+                continue
+            try:
+                size = os.fstat(fd).st_size
+                if size != expected:
+                    reason = f"uncompressed chunk file of {size} bytes, expected {expected}"
+                    raise self._corrupt(path, ci, reason)
+                copy(fd, path, ci, 0, g)
+            finally:
+                os.close(fd)
 
     def _read_chunk_files(
         self, lay: _Layout, uniq: np.ndarray, place: Callable[[int, np.ndarray | None], None]
@@ -299,24 +386,11 @@ class ChunkReader(RemoteReads):
         index: np.ndarray,
         place: Callable[[int, np.ndarray | None], None],
     ) -> None:
-        off = index[ids, 0]
-        nb = index[ids, 1]
-        missing = (off == _MISSING) & (nb == _MISSING)
-        off = np.where(missing, 0, off).astype(np.int64)
-        nb = np.where(missing, 0, nb).astype(np.int64)
-        # One pread per span of chunks adjacent both in number and in the file; a missing chunk
-        # is a span of its own.
-        m = ids.size
-        if m > 1:
-            joins = (
-                (np.diff(ids) == 1) & (off[1:] == off[:-1] + nb[:-1]) & ~missing[1:] & ~missing[:-1]
-            )
-            breaks = np.flatnonzero(~joins) + 1
+        if ids.size <= _SCALAR_GROUP:
+            spans = _spans_scalar(ids.tolist(), index)
         else:
-            breaks = np.empty(0, np.int64)
-        span_starts = np.concatenate(([0], breaks)).tolist()
-        span_ends = np.concatenate((breaks, [m])).tolist()
-        off_l, nb_l, miss_l, ids_l = off.tolist(), nb.tolist(), missing.tolist(), ids.tolist()
+            spans = _spans_vector(ids, index)
+        span_starts, span_ends, off_l, nb_l, miss_l, ids_l = spans
         base_chunk = shard * lay.shard_chunks
         decode = self._decode
         for a, b in zip(span_starts, span_ends):
@@ -346,8 +420,7 @@ class ChunkReader(RemoteReads):
     def _shard_index(self, lay: _Layout, fd: int, path: str, shard: int) -> np.ndarray:
         st = os.fstat(fd)
         stamp = (st.st_ino, st.st_size, st.st_mtime_ns)
-        with self._index_lock:
-            hit = self._index_cache.get(shard)
+        hit = self._index_cache.get(shard)  # one dict lookup: atomic, no lock needed to read
         if hit is not None and hit[0] == stamp:
             return hit[1]
         size = st.st_size
@@ -403,6 +476,52 @@ class ChunkReader(RemoteReads):
             "The store is damaged; re-create it or restore it from a backup."
         )
         return CorruptChunkError(msg)
+
+
+def _spans_vector(ids: np.ndarray, index: np.ndarray) -> _Spans:
+    """Spans of chunks ``ids`` of a shard (sorted inner numbers), from its ``index``: one pread
+    per span of chunks adjacent both in number and in the file; a missing chunk is a span of its
+    own. Returns span starts and ends (positions in ``ids``) and, per chunk, its offset, size,
+    missing flag and number, as Python lists."""
+    off = index[ids, 0]
+    nb = index[ids, 1]
+    missing = (off == _MISSING) & (nb == _MISSING)
+    off = np.where(missing, 0, off).astype(np.int64)
+    nb = np.where(missing, 0, nb).astype(np.int64)
+    joins = (np.diff(ids) == 1) & (off[1:] == off[:-1] + nb[:-1]) & ~missing[1:] & ~missing[:-1]
+    breaks = np.flatnonzero(~joins) + 1
+    return (
+        np.concatenate(([0], breaks)).tolist(),
+        np.concatenate((breaks, [ids.size])).tolist(),
+        off.tolist(),
+        nb.tolist(),
+        missing.tolist(),
+        ids.tolist(),
+    )
+
+
+def _spans_scalar(ids: list[int], index: np.ndarray) -> _Spans:
+    """:func:`_spans_vector` for a few chunks, in plain Python: a shuffled epoch of a big store
+    touches one to three chunks per shard, where a dozen numpy calls would cost more than the
+    read itself."""
+    item = index.item
+    off_l, nb_l, miss_l = [], [], []
+    starts, ends = [0], []
+    prev_id, prev_end, prev_missing = -2, -1, True
+    for k, i in enumerate(ids):
+        off, nb = item(i, 0), item(i, 1)
+        missing = off == _MISSING_INT and nb == _MISSING_INT
+        if missing:
+            off = nb = 0
+        if k and (missing or prev_missing or i != prev_id + 1 or off != prev_end):
+            ends.append(k)
+            starts.append(k)
+        off_l.append(off)
+        nb_l.append(nb)
+        miss_l.append(missing)
+        prev_id, prev_end, prev_missing = i, off + nb, missing
+    ends.append(len(ids))
+    return starts, ends, off_l, nb_l, miss_l, ids
 
 
 def _named(path: str) -> str:

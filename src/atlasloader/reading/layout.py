@@ -53,9 +53,15 @@ class _Layout:
     index_nbytes: int
     index_crc: bool
 
+    @property
+    def raw(self) -> bool:
+        """Chunks are stored uncompressed (``bytes`` codec only): rows can be read in place."""
+        return not self.decode_steps
+
     def path(self, n: int) -> str:
         """Local file of row-chunk (or shard) ``n``."""
-        return os.path.join(self.directory, f"{self.key_prefix}{n}{self.key_suffix}")
+        # The directory is absolute and normalised (``_layout``): joined by hand, per read.
+        return f"{self.directory}{os.sep}{self.key_prefix}{n}{self.key_suffix}"
 
     def key(self, n: int) -> str:
         """Object key of row-chunk (or shard) ``n`` in a remote store."""

@@ -21,6 +21,7 @@ import numpy as np
 import zarr
 
 from ..errors import InvalidArgumentError, ReadOnlyStoreError, StoreError
+from ..reading.remote import is_remote_store
 from .open import local_root, store_is_writable
 from .records import TOKEN_ATTR
 
@@ -34,8 +35,8 @@ RESERVE_NAME = "rollback-reserve"
 RESERVE_SLACK = 64 * 1024
 ARRAY_ATTRS = {"encoding-type": "array", "encoding-version": "0.2.0"}
 # Rows per stored object of an encoded column (a shard in Zarr v3): a 10^8-cell column is ~100
-# objects. Inside a shard, chunks of ENCODED_INNER_ROWS rows, so that a loader reading the codes
-# of a buffer's random runs decodes a few KB per run (Zarr v2 has no shards: chunks of that size).
+# objects. Inside a shard, chunks of ENCODED_INNER_ROWS rows (uncompressed on local disk, so a
+# loader reads just its runs' rows; Zarr v2 has no shards: chunks of that size).
 ENCODED_CHUNK_ROWS = 1 << 20
 ENCODED_INNER_ROWS = 1 << 14
 _META_NAMES = ("zarr.json", ".zarray", ".zattrs", ".zgroup")
@@ -155,6 +156,12 @@ def stage_array(
         layout = {"chunks": (inner, *shape[1:])}
         if root.metadata.zarr_format == 3 and rows > inner and rows % inner == 0:
             layout["shards"] = (rows, *shape[1:])
+    if root.metadata.zarr_format == 3:
+        # A loader reads the rows of a buffer's random runs, one chunk per run. On local disk
+        # the chunks are uncompressed and read in place (1.9 us per run; zarr's default zstd
+        # costs ~10 us per chunk whatever its size); on an object store, where bytes cost more
+        # than decoding, Blosc-LZ4 (~2 us per chunk). Zarr v2 stores keep zarr's default.
+        layout["compressors"] = _lz4() if is_remote_store(root.store) else None
     staged = f"{STAGING}/{uuid.uuid4().hex}"
     try:
         arr = root.create_array(
@@ -169,6 +176,13 @@ def stage_array(
     # its record leaves a column that is still recognisably atlasloader's (and stale).
     arr.attrs.update({**ARRAY_ATTRS, TOKEN_ATTR: uuid.uuid4().hex, **(attrs or {})})
     return Staged(root, staged, target, arr)
+
+
+def _lz4() -> Any:
+    """Blosc-LZ4 with byte shuffle, as zarr's ``compressors`` argument (Zarr v3)."""
+    from zarr.codecs import BloscCodec
+
+    return (BloscCodec(cname="lz4", clevel=3, shuffle="shuffle"),)
 
 
 def publish(staged: Staged) -> None:
