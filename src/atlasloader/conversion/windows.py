@@ -1,8 +1,9 @@
 """Fill per-cell output arrays window by window, in input order or in a shuffled order.
 
 :func:`fill` writes the stored arrays of one obs column (one array, or two for a nullable
-column) from a function that returns global input rows ``a:b`` of them, :data:`ROWS` rows at a
-time. Unshuffled, window ``a:b`` of the output is window ``a:b`` of the input.
+column) from a function that returns global input rows ``a:b`` of them, about :data:`ROWS`
+rows at a time (whole chunks of the output, so that no chunk is encoded twice). Unshuffled,
+window ``a:b`` of the output is window ``a:b`` of the input.
 
 Shuffled, output window ``a:b`` holds the input rows ``perm[a:b]``, scattered over the whole
 input; reading them directly would read the input once per window. Instead
@@ -16,6 +17,7 @@ the size of the column and are deleted once their window is written.
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 from collections.abc import Callable, Iterator, Sequence
@@ -28,30 +30,46 @@ from ..errors import CorruptChunkError
 if TYPE_CHECKING:
     from .state import Spilled
 
-ROWS = 1 << 20  # rows per window: a few MB per numeric column, ~100 MB of cell names
+ROWS = 1 << 18  # rows per window: 2 MB of a numeric column, ~20-30 MB of cell names
 OBS_TMP = "obs"  # folder of the buckets, inside the partial store's temporary folder
 
 Parts = tuple[np.ndarray, ...]  # the stored arrays of a column, for one window of rows
 Produce = Callable[[int, int], Parts]
+Write = Callable[[int, int, Parts], None]
 
 
-def spans(n: int) -> Iterator[tuple[int, int]]:
-    """Windows ``(a, b)`` covering rows ``0:n``, of :data:`ROWS` rows (read when called)."""
-    for a in range(0, n, ROWS):
-        yield a, min(n, a + ROWS)
+def spans(n: int, step: int | None = None) -> Iterator[tuple[int, int]]:
+    """Windows ``(a, b)`` covering rows ``0:n``, of ``step`` rows (:data:`ROWS`, read when
+    called, by default)."""
+    step = ROWS if step is None else step
+    for a in range(0, n, step):
+        yield a, min(n, a + step)
+
+
+def step_of(arrays: Sequence[Any]) -> int:
+    """Rows per window for these arrays: whole chunks of each, so that no chunk is written
+    twice, unless their chunks are much longer than :data:`ROWS` (then ROWS)."""
+    step = 1
+    for arr in arrays:
+        step = math.lcm(step, max(1, int(arr.chunks[0])))
+    if step > 4 * ROWS:
+        return ROWS
+    return max(step, (ROWS // step) * step)
 
 
 def fill(arrays: Sequence[Any], produce: Produce, n: int, shuffle: RowShuffle | None) -> None:
     """Write rows ``0:n`` of ``arrays`` from ``produce(a, b)`` (global input rows ``a:b``)."""
-    if shuffle is None:
-        for a, b in spans(n):
-            for arr, part in zip(arrays, produce(a, b)):
-                arr[a:b] = part
-        return
-    strings = shuffle.scatter(produce)
-    for a, b, parts in shuffle.gather(strings):
+
+    def write(a: int, b: int, parts: Parts) -> None:
         for arr, part in zip(arrays, parts):
             arr[a:b] = part
+
+    step = step_of(arrays)
+    if shuffle is None:
+        for a, b in spans(n, step):
+            write(a, b, produce(a, b))  # one window alive at a time
+    else:
+        shuffle.gather(shuffle.scatter(produce, step), step, write)
 
 
 class RowShuffle:
@@ -70,50 +88,49 @@ class RowShuffle:
         self.n = perm.length
         self._column = 0
 
-    def scatter(self, produce: Produce) -> tuple[bool, ...]:
-        """Append every input window's rows to their buckets; which parts are strings."""
+    def scatter(self, produce: Produce, step: int) -> tuple[bool, ...]:
+        """Append every input window's rows to the buckets of ``step`` output rows they land
+        in; return which parts are strings."""
         self._column += 1
-        folder = self._folder()
-        os.makedirs(folder, exist_ok=True)
-        strings: tuple[bool, ...] = ()
-        for a, b in spans(self.n):
-            parts = produce(a, b)
-            strings = tuple(p.dtype.kind == "O" for p in parts)
-            ids = self.inverse.read(a, b) // ROWS
-            # Stable: within a bucket, rows stay in input order (what gather relies on).
-            order = np.argsort(ids, kind="stable")
-            cuts = np.flatnonzero(np.diff(ids[order])) + 1
-            for group in np.split(order, cuts):
-                with open(self._bucket(int(ids[group[0]])), "ab") as f:
-                    for part in parts:
-                        _save(f, part[group])
-        if not strings:  # no rows: the parts' kinds from an empty window
-            strings = tuple(p.dtype.kind == "O" for p in produce(0, 0))
+        os.makedirs(self._folder(), exist_ok=True)
+        strings = tuple(p.dtype.kind == "O" for p in produce(0, 0))
+        for a, b in spans(self.n, step):
+            self._scatter(produce(a, b), self.inverse.read(a, b) // step)
         return strings
 
-    def gather(self, strings: tuple[bool, ...]) -> Any:
-        """Yield ``(a, b, parts)`` for each output window, its rows in output order."""
-        for a, b in spans(self.n):
-            path = self._bucket(a // ROWS)
-            loaded = _load_all(path, strings)
-            # The bucket holds input rows perm[a:b] in ascending order: the j-th of them goes
-            # to the output row whose input row is the j-th smallest.
-            order = np.argsort(self.perm.read(a, b))
-            if any(len(p) != b - a for p in loaded):
-                msg = (
-                    f"the obs shuffle bucket {path!r} does not hold output rows {a}:{b}; "
-                    "convert again"
-                )
-                raise CorruptChunkError(msg)
-            parts = []
-            for p in loaded:
-                out = np.empty_like(p)
-                out[order] = p
-                parts.append(out)
-            del loaded
-            os.unlink(path)  # written next: free the disk early
-            yield a, b, tuple(parts)
+    def _scatter(self, parts: Parts, ids: np.ndarray) -> None:
+        # Stable: within a bucket, rows stay in input order (what gather relies on).
+        order = np.argsort(ids, kind="stable")
+        cuts = np.flatnonzero(np.diff(ids[order])) + 1
+        for group in np.split(order, cuts):
+            with open(self._bucket(int(ids[group[0]])), "ab") as f:
+                for part in parts:
+                    _save(f, part[group])
+
+    def gather(self, strings: tuple[bool, ...], step: int, write: Write) -> None:
+        """``write(a, b, parts)`` each output window from its bucket, in output order."""
+        for a, b in spans(self.n, step):
+            path = self._bucket(a // step)
+            write(a, b, self._gather(path, strings, a, b))
+            os.unlink(path)  # written: free the disk early
         shutil.rmtree(self._folder(), ignore_errors=True)
+
+    def _gather(self, path: str, strings: tuple[bool, ...], a: int, b: int) -> Parts:
+        loaded = _load_all(path, strings)
+        if any(len(p) != b - a for p in loaded):
+            msg = (
+                f"the obs shuffle bucket {path!r} does not hold output rows {a}:{b}; convert again"
+            )
+            raise CorruptChunkError(msg)
+        # The bucket holds input rows perm[a:b] in ascending order: the j-th of them goes
+        # to the output row whose input row is the j-th smallest.
+        order = np.argsort(self.perm.read(a, b))
+        parts = []
+        for p in loaded:
+            out = np.empty_like(p)
+            out[order] = p
+            parts.append(out)
+        return tuple(parts)
 
     def remove(self) -> None:
         shutil.rmtree(self.tmp, ignore_errors=True)
@@ -150,12 +167,13 @@ def _load(f: Any, string: bool) -> np.ndarray:
 
 def _load_all(path: str, strings: tuple[bool, ...]) -> list[np.ndarray]:
     records: list[list[np.ndarray]] = [[] for _ in strings]
-    if os.path.exists(path):
-        size = os.path.getsize(path)
-        with open(path, "rb") as f:
-            while f.tell() < size:
-                for i, string in enumerate(strings):
-                    records[i].append(_load(f, string))
+    if not os.path.exists(path):  # every output window has rows, so a bucket
+        raise CorruptChunkError(f"the obs shuffle bucket {path!r} is missing; convert again")
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        while f.tell() < size:
+            for i, string in enumerate(strings):
+                records[i].append(_load(f, string))
     return [
         np.concatenate(r) if r else np.zeros(0, dtype=object if s else np.int8)
         for r, s in zip(records, strings)
