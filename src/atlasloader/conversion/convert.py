@@ -71,9 +71,10 @@ def convert(
 
     ``X``, ``layers``, ``obsm``, ``obsp`` and ``raw.X`` are copied by dask tasks, one per output
     shard, each reading only the input rows it writes: CSR stays CSR (``data`` in its dtype,
-    ``int32`` indices, ``int64`` indptr) and dense stays dense. ``obs``, ``var``, ``uns``,
-    ``varm``, ``varp`` (and obsm dataframes) are copied with anndata's
-    ``read_elem``/``write_elem``, categoricals included. With one input, ``anndata.read_zarr(dst)``
+    ``int32`` indices, ``int64`` indptr) and dense stays dense. ``obs`` is read and written
+    in windows of rows, in the encodings anndata writes (categoricals included), so its memory
+    does not grow with the cells; ``var``, ``uns``, ``varm``, ``varp`` (and obsm dataframes) are
+    copied with anndata's ``read_elem``/``write_elem``. With one input, ``anndata.read_zarr(dst)``
     equals the input.
 
     Several inputs are concatenated in the order given (as ``anndata.concat`` would):

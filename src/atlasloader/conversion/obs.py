@@ -1,7 +1,10 @@
 """Concatenate the inputs' ``obs`` (and other small per-cell elements) for :func:`convert`.
 
-``obs`` is written column by column, so that only one column of every input is in memory at a
-time (plus the cell names). The union of the columns is kept, in order of first appearance:
+``obs`` is streamed: every column (and the index) is read and written in windows of rows
+(:data:`.windows.ROWS`), so memory does not grow with the number of cells beyond 8 bytes per
+cell while the cell names are checked for collisions (:mod:`.names`); a shuffled store's rows
+go through bucket files in the partial store (:mod:`.windows`). The union of the columns is
+kept, in order of first appearance (:mod:`.columns` unites them):
 
 - a column missing in some inputs is filled with NaN (numbers, stored as float64), NA
   (booleans, stored as a nullable boolean) or a missing category (categoricals and strings:
@@ -17,34 +20,31 @@ time (plus the cell names). The union of the columns is kept, in order of first 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
-from ..errors import ColumnExistsError, InvalidDataError
+from ..errors import ColumnExistsError
+from .columns import InputColumn, Output, create_array, plan_column, single
+from .names import Names, check_names, index_key
+from .tasks import pieces_of
+from .windows import Parts, RowShuffle, fill
 
 if TYPE_CHECKING:
     from .source import Source
+    from .state import Spilled
 
 SOURCE_KEY = "source_file"  # default obs column naming each cell's input
 POSITION_KEY = "original_position"  # obs column of a shuffled store: each cell's input position
 _ELEM_KWARGS = {"shards": None}
+_DATAFRAME_ATTRS = {"encoding-type": "dataframe", "encoding-version": "0.2.0"}
 
 
 def _attr_list(attrs: Any, name: str) -> list[str]:
     value = attrs.get(name, [])
     return [v.decode() if isinstance(v, bytes) else str(v) for v in np.atleast_1d(value)]
-
-
-def _index_key(node: Any) -> str:
-    value = node.attrs.get("_index", "_index")
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def _strings(values: Any) -> np.ndarray:
-    arr = np.asarray(values)
-    return arr.astype(object) if arr.dtype.kind != "O" else arr
 
 
 def obs_columns(source: Source) -> list[str]:
@@ -53,47 +53,7 @@ def obs_columns(source: Source) -> list[str]:
 
 def n_obs(source: Source) -> int:
     obs = source.node("obs")
-    return int(obs[_index_key(obs)].shape[0])
-
-
-def obs_names(sources: list[Source], paths: list[str]) -> pd.Index:
-    """The output's cell names (input order), made unique if two inputs share a name.
-
-    If any name occurs in two inputs, every name gets ``-<input position>`` appended, as
-    ``anndata.concat(..., index_unique="-")`` does; names repeated within one input are kept.
-    """
-    per_input = []
-    for source in sources:
-        obs = source.node("obs")
-        per_input.append(_strings(source.read_elem(f"obs/{_index_key(obs)}")))
-    names = np.concatenate(per_input) if len(per_input) > 1 else per_input[0]
-    index = pd.Index(names, dtype=object)
-    if len(sources) > 1 and not index.is_unique:
-        n_within = sum(len(pd.unique(n)) for n in per_input)
-        if n_within > len(index.unique()):
-            shared = _first_shared(per_input)
-            warnings.warn(
-                f"obs_names collide between inputs (e.g. {shared[0]!r} is in both "
-                f"{paths[shared[1]]!r} and {paths[shared[2]]!r}): every name was made unique "
-                "by appending '-<input position>' (as anndata.concat(index_unique='-'))",
-                UserWarning,
-                stacklevel=5,
-            )
-            keys = np.repeat(np.arange(len(per_input)).astype(str), [len(n) for n in per_input])
-            index = pd.Index(pd.Series(names, dtype=object).str.cat(keys, sep="-"), dtype=object)
-    name = _index_key(sources[0].node("obs"))
-    index.name = None if name == "_index" else name
-    return index
-
-
-def _first_shared(per_input: list[np.ndarray]) -> tuple[str, int, int]:
-    seen: dict[str, int] = {}
-    for k, names in enumerate(per_input):
-        for name in pd.unique(names):
-            if name in seen and seen[name] != k:
-                return str(name), seen[name], k
-            seen.setdefault(name, k)
-    raise AssertionError("no shared name")  # pragma: no cover
+    return int(obs[index_key(obs)].shape[0])
 
 
 def check_new_columns(
@@ -123,39 +83,98 @@ def write_obs(
     root: Any,
     sources: list[Source],
     paths: list[str],
-    perm: np.ndarray | None,
+    shuffle: tuple[Spilled, Spilled] | None,
     source_key: str | None,
-) -> pd.Index:
-    """Write ``obs`` (columns union, ``source_key``, the permutation); return the cell names."""
-    from ..store.elements import write_elem
+    tmp: str,
+) -> Names:
+    """Write ``obs`` (index, columns union, ``source_key``, the input positions), streamed.
 
-    names = obs_names(sources, paths)
-    out_names = names if perm is None else names[perm]
-    write_elem(root, "obs", pd.DataFrame(index=out_names), dataset_kwargs=_ELEM_KWARGS)
-    group = root["obs"]
+    ``shuffle`` is ``(perm, inverse)``: output row ``i`` holds input row ``perm[i]``. Bucket
+    files of the shuffle go under ``tmp`` (inside the partial store), removed at the end.
+    Returns the cell names as a :class:`~.names.Names` reader, not in memory: their
+    :meth:`~.names.Names.index` reads them all, for the rare element that needs them.
+    """
     sizes = [n_obs(s) for s in sources]
-    columns: dict[str, None] = {}
-    for source in sources:
-        columns.update(dict.fromkeys(obs_columns(source)))
-    for col in columns:
-        values = [
-            source.read_elem(f"obs/{col}") if col in obs_columns(source) else None
-            for source in sources
-        ]
-        merged = values[0] if len(values) == 1 else unify(col, values, sizes, paths)
-        write_elem(group, col, take(merged, perm), dataset_kwargs=_ELEM_KWARGS)
-        del values, merged
-    order = list(columns)
-    if source_key is not None:
-        codes = np.repeat(np.arange(len(sources), dtype=np.int32), sizes)
-        label = pd.Categorical.from_codes(codes, categories=pd.Index(paths, dtype=object))
-        write_elem(group, source_key, take(label, perm), dataset_kwargs=_ELEM_KWARGS)
-        order.append(source_key)
-    if perm is not None:
-        write_elem(group, POSITION_KEY, perm.astype(np.int64), dataset_kwargs=_ELEM_KWARGS)
-        order.append(POSITION_KEY)
-    group.attrs["column-order"] = order
+    offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    n = int(offsets[-1])
+    names = check_names(sources, paths, sizes)
+    rows = None if shuffle is None else RowShuffle(tmp, *shuffle)
+    try:
+        group = root.create_group(
+            "obs", attributes={"column-order": [], "_index": names.key, **_DATAFRAME_ATTRS}
+        )
+        index = create_array(group, names.key, n, None)
+        fill([index], _pieces(offsets, lambda k, a, b: (names.read(k, a, b),)), n, rows)
+        columns: dict[str, None] = {}
+        for source in sources:
+            columns.update(dict.fromkeys(obs_columns(source)))
+        for col in columns:
+            _write_column(group, col, sources, paths, sizes, offsets, shuffle, rows)
+        order = list(columns)
+        if source_key is not None:
+            cats = pd.Index(paths, dtype=object)
+            out = Output("categorical", categories=cats)
+            arrays = out.create(group, source_key, n)
+            fill(arrays, lambda a, b: _source_codes(offsets, out, shuffle, a, b), n, None)
+            order.append(source_key)
+        if shuffle is not None:
+            arrays = [create_array(group, POSITION_KEY, n, np.int64)]
+            fill(arrays, lambda a, b: (shuffle[0].read(a, b),), n, None)
+            order.append(POSITION_KEY)
+        group.attrs["column-order"] = order
+    finally:
+        if rows is not None:
+            rows.remove()
     return names
+
+
+def _pieces(offsets: np.ndarray, read: Callable[[int, int, int], Parts]) -> Any:
+    """Global input rows ``a:b`` from ``read(k, a, b)`` of the inputs holding them."""
+
+    def produce(a: int, b: int) -> Parts:
+        got = [read(k, ra, rb) for k, ra, rb in pieces_of(offsets, a, b)]
+        if not got:
+            got = [read(0, 0, 0)]
+        return tuple(np.concatenate(p) for p in zip(*got))
+
+    return produce
+
+
+def _write_column(
+    group: Any, col: str, sources: list[Source], paths: list[str], sizes: list[int],
+    offsets: np.ndarray, shuffle: tuple[Spilled, Spilled] | None, rows: RowShuffle | None,
+) -> None:  # fmt: skip
+    """Plan one column from the inputs' encodings, create it, then fill it window by window."""
+    inputs = [InputColumn(s, col) if col in obs_columns(s) else None for s in sources]
+    first = inputs[0]
+    if len(inputs) == 1 and first is not None:
+        out = single(first)
+    else:
+        out = plan_column(col, inputs, sizes, paths)
+    n = int(offsets[-1])
+    if out is None:  # an encoding not read in windows: copied whole, as anndata reads it
+        from ..store.elements import write_elem
+
+        assert first is not None
+        perm = None if shuffle is None else np.asarray(shuffle[0].mapped())
+        write_elem(group, col, take(first.read(0, n), perm), dataset_kwargs=_ELEM_KWARGS)
+        return
+    arrays = out.create(group, col, n)
+
+    def read(k: int, a: int, b: int) -> Parts:
+        column = inputs[k]
+        return out.convert(None if column is None else column.read(a, b), b - a)
+
+    fill(arrays, _pieces(offsets, read), n, rows)
+
+
+def _source_codes(
+    offsets: np.ndarray, out: Output, shuffle: tuple[Spilled, Spilled] | None, a: int, b: int
+) -> Parts:
+    """Output rows ``a:b`` of ``source_key``: each cell's input position."""
+    rows = np.arange(a, b, dtype=np.int64) if shuffle is None else shuffle[0].read(a, b)
+    inputs = np.searchsorted(offsets, rows, side="right") - 1
+    return (inputs.astype(out.codes_dtype),)
 
 
 def take(values: Any, perm: np.ndarray | None) -> Any:
@@ -169,120 +188,12 @@ def take(values: Any, perm: np.ndarray | None) -> Any:
     return values.take(perm)
 
 
-# --- unifying one column ------------------------------------------------------------------------
-def _kind(values: Any) -> str:
-    if isinstance(values, pd.Categorical):
-        return "category"
-    if isinstance(values, pd.api.extensions.ExtensionArray):
-        return "nullable"
-    arr = np.asarray(values)
-    if arr.dtype.kind in "OUST" or str(arr.dtype).startswith("StringDType"):
-        return "string"
-    if arr.dtype.kind == "b":
-        return "bool"
-    if arr.dtype.kind in "iufc":
-        return "number"
-    return f"other ({arr.dtype})"
-
-
-def _describe(values: Any) -> str:
-    return "categorical" if isinstance(values, pd.Categorical) else str(values.dtype)
-
-
-def unify(col: str, values: list[Any], sizes: list[int], paths: list[str]) -> Any:
-    """One column of the concatenated obs from each input's column (None where missing)."""
-    present = [v for v in values if v is not None]
-    kinds = {_kind(v) for v in present}
-    missing = len(present) < len(values)
-    if "category" in kinds or (kinds == {"string"} and missing):
-        if not kinds <= {"category", "string"}:
-            _conflict(col, values, paths)
-        return _categorical(values, sizes)
-    if kinds == {"string"}:
-        return np.concatenate([_strings(v) for v in present])
-    if kinds <= {"number", "bool"}:
-        if not missing:
-            return np.concatenate([np.asarray(v) for v in present])
-        if kinds == {"bool"}:
-            return _nullable(values, sizes, "boolean")
-        dtype = np.result_type(np.float64, *[np.asarray(v).dtype for v in present])
-        return np.concatenate(
-            [np.full(n, np.nan, dtype) if v is None else np.asarray(v, dtype) for v, n in
-             zip(values, sizes)]
-        )  # fmt: skip
-    if kinds <= {"number", "bool", "nullable"}:
-        dtypes = [getattr(v.dtype, "numpy_dtype", v.dtype) for v in present]
-        if all(np.dtype(d).kind == "b" for d in dtypes):
-            return _nullable(values, sizes, "boolean")
-        if all(np.dtype(d).kind in "biu" for d in dtypes):
-            return _nullable(values, sizes, "Int64")
-        # anndata stores no nullable floats: NaN marks the missing values.
-        return np.concatenate(
-            [np.full(n, np.nan) if v is None else pd.array(v, dtype="Float64").to_numpy(
-                dtype=np.float64, na_value=np.nan) for v, n in zip(values, sizes)]
-        )  # fmt: skip
-    _conflict(col, values, paths)
-    raise AssertionError  # pragma: no cover
-
-
-def _conflict(col: str, values: list[Any], paths: list[str]) -> None:
-    found = ", ".join(f"{_describe(v)} in {p!r}" for v, p in zip(values, paths) if v is not None)
-    msg = (
-        f"adata.obs[{col!r}] cannot be concatenated: it is {found}. Give it one type in every "
-        "input (all numbers, or all strings/categories), or rename it in some inputs"
-    )
-    raise InvalidDataError(msg)
-
-
-def _nullable(values: list[Any], sizes: list[int], dtype: str) -> Any:
-    arrays = [
-        pd.array([pd.NA] * n, dtype=dtype) if v is None else pd.array(v, dtype=dtype)
-        for v, n in zip(values, sizes)
-    ]
-    return pd.concat([pd.Series(a) for a in arrays], ignore_index=True).array
-
-
-def _categorical(values: list[Any], sizes: list[int]) -> pd.Categorical:
-    cats = [v for v in values if isinstance(v, pd.Categorical)]
-    strings = [_strings(v) for v in values if v is not None and not isinstance(v, pd.Categorical)]
-    first = cats[0].categories if cats else None
-    ordered = (
-        not strings
-        and first is not None
-        and all(c.ordered and c.categories.equals(first) for c in cats)
-    )
-    if ordered and first is not None:
-        categories = first
-    else:
-        from natsort import natsorted
-
-        union: dict[Any, None] = {}
-        for c in cats:
-            union.update(dict.fromkeys(c.categories))
-        for s in strings:
-            union.update(dict.fromkeys(pd.unique(s[pd.notna(s)])))
-        categories = pd.Index(natsorted(union), dtype=object if not cats else None)
-    codes = []
-    for v, n in zip(values, sizes):
-        if v is None:
-            codes.append(np.full(n, -1, dtype=np.int64))
-        elif isinstance(v, pd.Categorical):
-            lookup = categories.get_indexer(v.categories)
-            codes.append(np.where(v.codes >= 0, lookup[v.codes], -1))
-        else:
-            codes.append(pd.Categorical(_strings(v), categories=categories).codes.astype(np.int64))
-    return pd.Categorical.from_codes(
-        np.concatenate(codes), categories=categories, ordered=bool(ordered)
-    )
-
-
 # --- other per-cell elements --------------------------------------------------------------------
-def concat_rows(
-    values: list[Any], where: str, names: pd.Index, perm: np.ndarray | None
-) -> Any | None:
+def concat_rows(values: list[Any], where: str, names: Names, perm: np.ndarray | None) -> Any | None:
     """Concatenate (then permute) a small per-cell element; None (with a warning) if it can't.
 
-    ``names`` are the output's cell names in input order (the index of a dataframe).
+    ``names`` reads the output's cell names in input order: only a dataframe of several
+    inputs (whose index they become) reads them, all at once.
     """
     if len(values) == 1:
         return take(values[0], perm)
@@ -290,7 +201,7 @@ def concat_rows(
         if any(list(v.columns) != list(values[0].columns) for v in values):
             return _drop(where, "its columns differ between inputs")
         out: Any = pd.concat(values, ignore_index=True)
-        out.index = names
+        out.index = names.index()
     elif all(isinstance(v, np.ndarray) for v in values):
         if len({v.shape[1:] for v in values}) > 1:
             return _drop(where, "its shapes differ between inputs")

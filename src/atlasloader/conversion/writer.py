@@ -21,6 +21,7 @@ import numpy as np
 from ..data._writers import ROOT_ATTRS
 from ..errors import InvalidDataError
 from .graph import Progress, run
+from .names import Names
 from .obs import POSITION_KEY, check_new_columns, concat_rows, n_obs, write_obs
 from .plan import (
     Elements,
@@ -39,6 +40,7 @@ from .sink import Options, create_matrix, plan_matrix, write_indptr
 from .source import Source
 from .state import STATE_DIR, Spilled, permutation, remove_state, row_pointers
 from .tasks import copy_graph, count_graph
+from .windows import OBS_TMP
 
 PROVENANCE_ATTR = "atlasloader-convert"  # root attribute of concatenated or shuffled stores
 DICT_ATTRS = {"encoding-type": "dict", "encoding-version": "0.1.0"}
@@ -96,7 +98,9 @@ def write_store(
         if elements.raw_var is not None:
             root.create_group("raw").attrs.update(RAW_ATTRS)
         # obs first: a column that cannot be concatenated fails before the long copies.
-        names = write_obs(root, sources, paths, order, source_key)
+        spilled = None if perm is None or inverse is None else (perm, inverse)
+        tmp = str(partial / TMP_DIR / OBS_TMP)
+        names = write_obs(root, sources, paths, spilled, source_key, tmp)
         for job in elements.matrices:
             _check_rows(job, sizes, paths)
             _copy_matrix(root, partial, job, perm, inverse, opts, bar)
@@ -168,7 +172,7 @@ def _write_small(
     sources: list[Source],
     var: VarJoin,
     elements: Elements,
-    names: Any,
+    names: Names,
     perm: np.ndarray | None,
 ) -> None:
     """var, uns, varm, varp (from the first input) and the per-cell elements read whole."""
