@@ -53,6 +53,7 @@ def test_smoke_run_measures_every_step(tmp_path: Path) -> None:
         str(SCRIPT),
         "--sizes", "2000", "6000",
         "--loader-batches", "3",
+        "--loader-repeats", "2",
         "--warmup-batches", "1",
         "--categories", "10",
         "--dir", str(tmp_path / "data"),
@@ -75,7 +76,14 @@ def test_smoke_run_measures_every_step(tmp_path: Path) -> None:
         f = report["fits"][step]
         assert math.isfinite(f["time_exponent"]), (step, f)
         assert math.isfinite(f["rss_bytes_per_cell"]), (step, f)
+    for r in report["measurements"]:  # each loader ran twice; the median run is kept
+        if r["step"].startswith("loader"):
+            rates = r["repeats_cells_per_s"]
+            assert len(rates) == 2
+            assert rates == sorted(rates)
+            assert r["cells_per_s"] == rates[1]
     md = (out / "scaling.md").read_text()
+    assert "median of" in md
     assert "| loader-dense | 6,000 |" in md
     assert "| loader-dense | 2,000, 6,000 |" in md  # its fit
     assert (out / "scaling.png").stat().st_size > 0

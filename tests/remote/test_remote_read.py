@@ -40,8 +40,15 @@ def stores(s3: S3Server, tmp_path_factory: pytest.TempPathFactory) -> dict[str, 
     dense = ad.read_h5ad(d / "a.h5ad")[:1500].to_memory()
     dense.X = np.asarray(dense.X.todense(), dtype=np.float32)
     dense.write_zarr(d / "dense.zarr", chunks=(64, 300))  # whole rows per chunk, unsharded
+    # Uncompressed, one object per chunk, rows 128:256 all zeros (never written: the fill).
+    x = np.asarray(dense.X[:1000], dtype=np.float32).copy()
+    x[128:256] = 0
+    raw = zarr.create_array(
+        str(d / "raw.zarr"), shape=x.shape, dtype=x.dtype, chunks=(64, 300), compressors=None
+    )
+    raw[:] = x
     fs = s3.filesystem()
-    for name in ("sparse", "dense"):
+    for name in ("sparse", "dense", "raw"):
         fs.put(str(d / f"{name}.zarr"), f"{s3.bucket}/{name}.zarr", recursive=True)
     return {"dir": d, "fs": fs}
 
@@ -54,16 +61,25 @@ def random_ranges(n: int, k: int, seed: int) -> np.ndarray:
 
 
 def reader_pair(s3: S3Server, stores: dict[str, Any], store: str, array: str, **opts: Any):
-    remote = zarr.open_group(
-        f"s3://{s3.bucket}/{store}.zarr", mode="r", storage_options=s3.storage_options(**opts)
-    )
-    local = zarr.open_group(str(stores["dir"] / f"{store}.zarr"), mode="r")
-    return ChunkReader(remote[array]), ChunkReader(local[array])
+    url, path = f"s3://{s3.bucket}/{store}.zarr", str(stores["dir"] / f"{store}.zarr")
+    options = s3.storage_options(**opts)
+    if not array:  # the store is an array
+        remote = zarr.open_array(url, mode="r", storage_options=options)
+        return ChunkReader(remote), ChunkReader(zarr.open_array(path, mode="r"))
+    remote_group = zarr.open_group(url, mode="r", storage_options=options)
+    local = zarr.open_group(path, mode="r")
+    return ChunkReader(remote_group[array]), ChunkReader(local[array])
 
 
 @pytest.mark.parametrize(
     ("store", "array"),
-    [("sparse", "X/data"), ("sparse", "X/indices"), ("sparse", "X/indptr"), ("dense", "X")],
+    [
+        ("sparse", "X/data"),
+        ("sparse", "X/indices"),
+        ("sparse", "X/indptr"),  # uncompressed, sharded: only the rows asked for are fetched
+        ("dense", "X"),
+        ("raw", ""),  # uncompressed, one object per chunk, some never written
+    ],
 )
 def test_remote_reads_equal_local_reads(
     s3: S3Server, stores: dict[str, Any], store: str, array: str

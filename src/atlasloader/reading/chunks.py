@@ -245,8 +245,9 @@ class ChunkReader(RemoteReads):
 
         # Called once per chunk, in file order, right after it is decoded: only one decoded chunk
         # is alive at a time, whatever the number of ranges.
-        def place(g: int, decoded: np.ndarray | None) -> None:
-            # Copy the pieces of chunk group g out of its decoded chunk (None: the fill value).
+        def place(g: int, decoded: np.ndarray | None, first: int = 0) -> None:
+            # Copy the pieces of chunk group g out of its decoded chunk (None: the fill value),
+            # or out of its rows first.. when only those were fetched (uncompressed, remote).
             if decoded is None:
                 for p in range(gs_list[g], ge_list[g]):
                     d = d_list[p]
@@ -255,13 +256,21 @@ class ChunkReader(RemoteReads):
             if padded:
                 decoded = decoded[(slice(None), *trailing)]
             for p in range(gs_list[g], ge_list[g]):
-                d, a = d_list[p], a_list[p]
-                out[d : d + b_list[p] - a] = decoded[a : b_list[p]]
+                d, a, b = d_list[p], a_list[p] - first, b_list[p] - first
+                out[d : d + b - a] = decoded[a:b]
 
-        if lay.raw and not lay.remote and not padded:
+        if lay.raw and not padded and not lay.remote:
             self._read_raw(lay, uniq, gs_list, ge_list, a_list, b_list, d_list, out)
         elif lay.remote:
-            self._read_remote(lay, uniq, place)
+            windows = None
+            if lay.raw and not padded:
+                # Uncompressed: fetch only rows [min a, max b) of each chunk, not all of it.
+                a_arr, b_arr = plo - chunk * c, phi - chunk * c
+                windows = (
+                    np.minimum.reduceat(a_arr, gstart).tolist(),
+                    np.maximum.reduceat(b_arr, gstart).tolist(),
+                )
+            self._read_remote(lay, uniq, place, windows)
         elif lay.shard_chunks:
             self._read_shards(lay, uniq, place)
         else:

@@ -44,6 +44,7 @@ class RemoteReads:
 
     # Supplied by ChunkReader.
     array: zarr.Array
+    dtype: np.dtype
     index_cache_size: int
     _remote: RemoteFetcher | None
     _index_cache: dict[int, tuple[tuple[int, int, int], np.ndarray]]
@@ -60,17 +61,32 @@ class RemoteReads:
         ) -> CorruptChunkError: ...
 
     def _read_remote(
-        self, lay: _Layout, uniq: np.ndarray, place: Callable[[int, np.ndarray | None], None]
+        self,
+        lay: _Layout,
+        uniq: np.ndarray,
+        place: Callable[..., None],
+        windows: tuple[list[int], list[int]] | None = None,
     ) -> None:
-        """All the chunks of one read as concurrent ranged GETs, decoded as they arrive."""
+        """All the chunks of one read as concurrent ranged GETs, decoded as they arrive.
+
+        ``place(g, decoded[, first])`` receives chunk group ``g``. With ``windows`` (uncompressed
+        chunks), only rows ``windows[0][g]:windows[1][g]`` of chunk group ``g`` are fetched and
+        placed, with ``first`` their first row.
+        """
         assert self._remote is not None
         requests: list[RangeRequest] = []
         # Per request: (chunk group, offset in the response, encoded size or -1: all, chunk).
         pieces: list[list[tuple[int, int, int, int]]] = []
+        row = lay.chunk_nbytes // lay.chunk_rows
         if not lay.shard_chunks:
             for g, ci in enumerate(uniq.tolist()):
-                requests.append(RangeRequest(lay.key(ci)))
-                pieces.append([(g, 0, -1, ci)])
+                if windows is None:
+                    requests.append(RangeRequest(lay.key(ci)))
+                    pieces.append([(g, 0, -1, ci)])
+                else:
+                    a, b = windows[0][g] * row, windows[1][g] * row
+                    requests.append(RangeRequest(lay.key(ci), a, b))
+                    pieces.append([(g, 0, b - a, ci)])
         else:
             inner, groups = _shard_groups(uniq, lay.shard_chunks)
             indices = self._remote_indices(lay, [si for si, _, _ in groups])
@@ -80,11 +96,11 @@ class RemoteReads:
                     for g in range(s0, s1):
                         place(g, None)
                     continue
-                self._plan_spans(lay, si, s0, inner[s0:s1], index, place, requests, pieces)
+                self._plan_spans(lay, si, s0, inner[s0:s1], index, place, requests, pieces, windows)
         for i, raw in self._remote.iter_fetch(requests):
             req = requests[i]
             if raw is None:
-                if req.start is None:  # a chunk object never written: the fill value
+                if req.start is None or not lay.shard_chunks:  # a chunk object never written
                     place(pieces[i][0][0], None)
                     continue
                 reason = "the shard object disappeared while it was being read"
@@ -101,6 +117,10 @@ class RemoteReads:
             mv = memoryview(raw)
             for g, a, nb, ci in pieces[i]:
                 chunk = mv if nb < 0 else mv[a : a + nb]
+                if windows is not None:  # the rows asked for, uncompressed
+                    rows = np.frombuffer(chunk, dtype=self.dtype).reshape(-1, *lay.chunk_shape[1:])
+                    place(g, rows, windows[0][g])
+                    continue
                 place(
                     g,
                     self._decode(lay, chunk, f"object {object_url(self.array.store, req.key)}", ci),
@@ -116,8 +136,10 @@ class RemoteReads:
         place: Callable[[int, np.ndarray | None], None],
         requests: list[RangeRequest],
         pieces: list[list[tuple[int, int, int, int]]],
+        windows: tuple[list[int], list[int]] | None = None,
     ) -> None:
-        """Ranged requests for the inner chunks ``ids`` of one shard, near ones coalesced."""
+        """Ranged requests for the inner chunks ``ids`` of one shard, near ones coalesced
+        (with ``windows``, for the rows of each chunk that are asked for)."""
         off = index[ids, 0]
         nb = index[ids, 1]
         missing = (off == _MISSING) & (nb == _MISSING)
@@ -126,6 +148,20 @@ class RemoteReads:
         present = np.flatnonzero(~missing)
         if present.size == 0:
             return
+        if windows is not None:
+            wrong = present[nb[present] != lay.chunk_nbytes]
+            if wrong.size:
+                q = int(wrong[0])
+                reason = f"uncompressed chunk of {int(nb[q])} bytes, expected {lay.chunk_nbytes}"
+                where = f"object {object_url(self.array.store, lay.key(shard))}"
+                raise self._corrupt(where, shard * lay.shard_chunks + int(ids[q]), reason)
+            row = lay.chunk_nbytes // lay.chunk_rows
+            first = np.array([windows[0][g0 + q] for q in present.tolist()], dtype=np.int64)
+            last = np.array([windows[1][g0 + q] for q in present.tolist()], dtype=np.int64)
+            off = off.astype(np.int64)
+            nb = nb.astype(np.int64)
+            off[present] += first * row
+            nb[present] = (last - first) * row
         order = present[np.argsort(off[present], kind="stable")]
         off_l = off[order].astype(np.int64).tolist()
         nb_l = nb[order].astype(np.int64).tolist()
