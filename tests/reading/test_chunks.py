@@ -475,8 +475,8 @@ def test_nested_array_path(tmp_path: Path) -> None:
 @given(data=st.data())
 def test_scalar_and_vector_span_plans_agree(data: st.DataObject) -> None:
     """Small shard groups plan their preads in plain Python; the plan equals numpy's."""
-    from atlasloader.reading.chunks import _spans_scalar, _spans_vector
     from atlasloader.reading.layout import _MISSING
+    from atlasloader.reading.local_reads import _spans_scalar, _spans_vector
 
     n = data.draw(st.integers(1, 12))
     sizes = data.draw(st.lists(st.integers(1, 50), min_size=n, max_size=n))
