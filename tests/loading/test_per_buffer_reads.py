@@ -58,7 +58,8 @@ def test_per_buffer_reads_yield_the_read_whole_batches(
     loader = AnnDataLoader(large, batch_size=300, shuffle=True, seed=5, sparse=sparse)
     assert large.adata.X.pointers_per_run
     for key in ("batch", "labels", "size_factor"):
-        assert isinstance(loader.fetchers[key], ColumnFetcher), key
+        fetcher = loader.fetchers[key]  # codes come range-checked (CheckedCodes)
+        assert isinstance(getattr(fetcher, "fetcher", fetcher), ColumnFetcher), key
     got = [b for _ in range(2) for b in loader]
     assert len(got) == len(expected)
     for a, b in zip(expected, got, strict=True):
@@ -102,3 +103,32 @@ def test_all_cells_are_a_range_not_an_array(store: Path) -> None:
     assert (table.start, table.n_cells) == (0, 9000)
     assert "indices" not in table.__dict__  # no per-cell array was built for the epoch
     np.testing.assert_array_equal(loader.indices, np.arange(9000))  # built when asked for
+
+
+@pytest.mark.parametrize("per_buffer", [False, True])
+def test_damaged_codes_are_named_not_fed_to_the_model(
+    tmp_path: Path, per_buffer: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Registered codes are stored uncompressed on local disk: bytes garbled in place decode
+    to out-of-range codes, which the loader refuses, naming the column and the cell."""
+    import zarr
+
+    from atlasloader.errors import CorruptChunkError
+
+    path = tmp_path / "a.zarr"
+    make_atlas_store(path, n_cells=3000, n_genes=50, nnz_per_cell=5, seed=1, n_batches=4)
+    if per_buffer:
+        monkeypatch.setattr(matrix, "WHOLE_READ_MAX_ROWS", 1000)
+    manager_for(path)
+    codes = zarr.open_group(str(path), mode="r", use_consolidated=False)["obs/_scvi_batch"]
+    assert codes.compressors == ()  # read in place by the loader
+    shard = path / "obs" / "_scvi_batch" / "c" / "0"
+    raw = bytearray(shard.read_bytes())
+    raw[1234] = 77  # cell 1234 (int8 codes from offset 0): 77 of 4 categories
+    shard.write_bytes(bytes(raw))
+    read_back = manager_for(path)
+    assert read_back.summary_stats.n_batch == 4  # the registration itself is reused
+    # Codes held in memory are checked when the loader is made, read per buffer as they come.
+    with pytest.raises(CorruptChunkError, match=r"_scvi_batch.*code 77 for cell 1234.*4 categ"):
+        for _ in AnnDataLoader(read_back, batch_size=500, shuffle=True):
+            pass

@@ -15,7 +15,7 @@ import pandas as pd
 import scipy.sparse as sp
 import zarr
 
-from ..errors import InvalidTypeError
+from ..errors import CorruptChunkError, InvalidTypeError
 from ..reading.chunks import ChunkReader
 from ..store import matrix as _matrix
 from ..store.csr import select_columns
@@ -211,3 +211,57 @@ def subset_columns(fetcher: RowFetcher | ColumnFetcher, cols: np.ndarray | None)
     if not fetcher.on_disk:
         return RowFetcher(fetcher.memory[:, np.asarray(cols, dtype=np.int64)], fetcher.where)
     return ColumnSubset(fetcher, cols)
+
+
+class CheckedCodes:
+    """A store fetcher of a categorical field's codes, each read checked to lie in ``[0, n)``.
+
+    A damaged chunk of an uncompressed column decodes to whatever its bytes are; unchecked,
+    such codes would reach the model as out-of-range embedding indices. A min/max per buffer
+    (microseconds) names the column, the cell and what to do instead.
+    """
+
+    def __init__(self, fetcher: Any, n_categories: int, key: str) -> None:
+        self.fetcher = fetcher
+        self.n_categories = int(n_categories)
+        self.key = key
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "fetcher":  # not set yet (unpickling): no recursion
+            raise AttributeError(name)
+        return getattr(self.fetcher, name)
+
+    def read_runs(self, runs: np.ndarray) -> Any:
+        block = self.fetcher.read_runs(runs)
+        return self._check(block, lambda: np.concatenate([np.arange(a, b) for a, b in runs]))
+
+    def read_rows(self, rows: np.ndarray) -> Any:
+        return self._check(self.fetcher.read_rows(rows), lambda: np.asarray(rows))
+
+    def _check(self, block: Any, cells: Any) -> Any:
+        values = np.asarray(block).reshape(-1)
+        if values.size and (values.min() < 0 or values.max() >= self.n_categories):
+            at = int(np.flatnonzero((values < 0) | (values >= self.n_categories))[0])
+            msg = (
+                f"{self.fetcher.where} (registry key {self.key!r}) holds code {values[at]} for "
+                f"cell {int(cells()[at])}, outside the {self.n_categories} categories of its "
+                "mapping: the stored column is damaged or was overwritten. Run `atlasloader "
+                "validate STORE`; delete that column and register again to recompute it"
+            )
+            raise CorruptChunkError(msg)
+        return block
+
+
+def checked_codes(fetcher: Any, manager: Any, key: str) -> Any:
+    """``fetcher`` of registry key ``key``, range-checked when it reads a categorical field's
+    codes: per read (:class:`CheckedCodes`) from a store, once here when held in memory."""
+    if key not in manager.registry["field_registries"]:
+        return fetcher
+    mapping = manager.get_state_registry(key).get("categorical_mapping")
+    if mapping is None:
+        return fetcher
+    checked = CheckedCodes(fetcher, len(mapping), key)
+    if fetcher.on_disk:
+        return checked
+    checked._check(fetcher.memory, lambda: np.arange(fetcher.n_rows))
+    return fetcher

@@ -23,7 +23,7 @@ from ..errors import InvalidArgumentError, MissingKeyError, NotRegisteredError
 from ..sampling import ChunkShuffleSampler
 from .allocator import release_free_memory, tune_allocator
 from .device import to_device_ahead
-from .fetch import fetcher_for, subset_columns
+from .fetch import checked_codes, fetcher_for, subset_columns
 from .multi import check_compatible, concat_fetcher
 from .pipeline import BatchPipeline
 
@@ -267,6 +267,8 @@ class AnnDataLoader:
             )
             for k in self.dtypes
         }
+        for k in self.fetchers:  # stored codes: range-checked as they are read
+            self.fetchers[k] = checked_codes(self.fetchers[k], self.adata_manager, k)
         for m in managers:
             m.check_encodings(f"while {type(self).__name__} read them")
         n_obs = sum(
