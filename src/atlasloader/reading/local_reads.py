@@ -16,17 +16,17 @@ cache, the decoding and the error messages.
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .codecs import _decode_crc32c
 from .layout import _MISSING, _Layout, _shard_groups
+from .parts import ReaderParts
 
 if TYPE_CHECKING:
-    from ..errors import CorruptChunkError
+    pass
 
 __all__ = ["LocalReads"]
 
@@ -40,24 +40,8 @@ _MISSING_INT = int(_MISSING)
 _Spans = tuple[list[int], list[int], list[int], list[int], list[bool], list[int]]
 
 
-class LocalReads:
+class LocalReads(ReaderParts):
     """Reads of a :class:`~.chunks.ChunkReader` whose chunks are local files."""
-
-    # Supplied by ChunkReader.
-    index_cache_size: int
-    _fill: np.ndarray
-    _index_cache: dict[int, tuple[tuple[int, int, int], np.ndarray]]
-    _index_lock: threading.Lock
-
-    if TYPE_CHECKING:
-
-        def _decode(self, lay: _Layout, raw: Any, path: str, chunk_index: int) -> np.ndarray: ...
-
-        def _corrupt(self, path: str, chunk_index: int, reason: str) -> CorruptChunkError: ...
-
-        def _corrupt_shard(
-            self, lay: _Layout, path: str, shard: int, reason: str
-        ) -> CorruptChunkError: ...
 
     def _read_raw(
         self,
@@ -93,32 +77,22 @@ class LocalReads:
                     reason = f"file truncated: {got} of {n} bytes at offset {at}"
                     raise self._corrupt(path, ci, reason)
 
-        if lay.shard_chunks:
-            inner, groups = _shard_groups(uniq, lay.shard_chunks)
-            inner_l = inner.tolist()
-            for si, s0, s1 in groups:
-                path = lay.path(si)
-                try:
-                    fd = os.open(path, os.O_RDONLY)
-                except FileNotFoundError:
-                    for g in range(s0, s1):
-                        fill_group(g)
+        def shard(si: int, s0: int, s1: int, inner: list[int], fd: int, path: str) -> None:
+            item = self._shard_index(lay, fd, path, si).item
+            for g in range(s0, s1):
+                i = inner[g - s0]
+                off, nb = item(i, 0), item(i, 1)
+                if off == _MISSING_INT and nb == _MISSING_INT:
+                    fill_group(g)
                     continue
-                try:
-                    item = self._shard_index(lay, fd, path, si).item
-                    for g in range(s0, s1):
-                        i = inner_l[g]
-                        off, nb = item(i, 0), item(i, 1)
-                        if off == _MISSING_INT and nb == _MISSING_INT:
-                            fill_group(g)
-                            continue
-                        ci = si * lay.shard_chunks + i
-                        if nb != expected:
-                            reason = f"uncompressed chunk of {nb} bytes, expected {expected}"
-                            raise self._corrupt(path, ci, reason)
-                        copy(fd, path, ci, off, g)
-                finally:
-                    os.close(fd)
+                ci = si * lay.shard_chunks + i
+                if nb != expected:
+                    reason = f"uncompressed chunk of {nb} bytes, expected {expected}"
+                    raise self._corrupt(path, ci, reason)
+                copy(fd, path, ci, off, g)
+
+        if lay.shard_chunks:
+            self._each_shard(lay, uniq, fill_group, shard)
             return
         for g, ci in enumerate(uniq.tolist()):
             path = lay.path(ci)
@@ -152,18 +126,34 @@ class LocalReads:
     def _read_shards(
         self, lay: _Layout, uniq: np.ndarray, place: Callable[[int, np.ndarray | None], None]
     ) -> None:
+        def shard(si: int, s0: int, s1: int, inner: list[int], fd: int, path: str) -> None:
+            index = self._shard_index(lay, fd, path, si)
+            self._read_spans(lay, fd, path, si, s0, inner, index, place)
+
+        self._each_shard(lay, uniq, lambda g: place(g, None), shard)
+
+    def _each_shard(
+        self,
+        lay: _Layout,
+        uniq: np.ndarray,
+        missing: Callable[[int], None],
+        body: Callable[[int, int, int, list[int], int, str], None],
+    ) -> None:
+        """``body(shard, g0, g1, inner, fd, path)`` for each shard file holding the sorted chunks
+        ``uniq`` (chunk groups ``g0:g1``, their inner numbers ``inner``), the file open meanwhile;
+        ``missing(g)`` for every group of a shard that has no file (the fill value)."""
         inner, groups = _shard_groups(uniq, lay.shard_chunks)
+        inner_l = inner.tolist()
         for si, s0, s1 in groups:
             path = lay.path(si)
             try:
                 fd = os.open(path, os.O_RDONLY)
             except FileNotFoundError:
                 for g in range(s0, s1):
-                    place(g, None)
+                    missing(g)
                 continue
             try:
-                index = self._shard_index(lay, fd, path, si)
-                self._read_spans(lay, fd, path, si, s0, inner[s0:s1], index, place)
+                body(si, s0, s1, inner_l[s0:s1], fd, path)
             finally:
                 os.close(fd)
 
@@ -174,14 +164,14 @@ class LocalReads:
         path: str,
         shard: int,
         g0: int,
-        ids: np.ndarray,
+        ids: list[int],
         index: np.ndarray,
         place: Callable[[int, np.ndarray | None], None],
     ) -> None:
-        if ids.size <= _SCALAR_GROUP:
-            spans = _spans_scalar(ids.tolist(), index)
+        if len(ids) <= _SCALAR_GROUP:
+            spans = _spans_scalar(ids, index)
         else:
-            spans = _spans_vector(ids, index)
+            spans = _spans_vector(np.asarray(ids, dtype=np.int64), index)
         span_starts, span_ends, off_l, nb_l, miss_l, ids_l = spans
         base_chunk = shard * lay.shard_chunks
         decode = self._decode

@@ -16,19 +16,18 @@ the shard-index cache, the decoding and the error messages.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
-import zarr
 
 from .codecs import _decode_crc32c
 from .layout import _MISSING, _Layout, _shard_groups
+from .parts import ReaderParts
 from .remote import RangeRequest, RemoteFetcher, object_url
 
 if TYPE_CHECKING:
-    from ..errors import CorruptChunkError
+    pass
 
 __all__ = ["RemoteReads"]
 
@@ -39,26 +38,10 @@ _REMOTE_GAP_BYTES = 256 << 10
 _REMOTE_SPAN_BYTES = 16 << 20
 
 
-class RemoteReads:
+class RemoteReads(ReaderParts):
     """Reads of a :class:`~.chunks.ChunkReader` whose chunks are objects of a remote store."""
 
-    # Supplied by ChunkReader.
-    array: zarr.Array
-    dtype: np.dtype
-    index_cache_size: int
-    _remote: RemoteFetcher | None
-    _index_cache: dict[int, tuple[tuple[int, int, int], np.ndarray]]
-    _index_lock: threading.Lock
-
-    if TYPE_CHECKING:
-
-        def _decode(self, lay: _Layout, raw: Any, path: str, chunk_index: int) -> np.ndarray: ...
-
-        def _corrupt(self, path: str, chunk_index: int, reason: str) -> CorruptChunkError: ...
-
-        def _corrupt_shard(
-            self, lay: _Layout, path: str, shard: int, reason: str
-        ) -> CorruptChunkError: ...
+    _remote: RemoteFetcher | None  # supplied by ChunkReader
 
     def _read_remote(
         self,
