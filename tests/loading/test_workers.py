@@ -130,3 +130,52 @@ def test_num_workers_is_checked(build, bad: object) -> None:
     built = build(Case("memory", "dense", "float32"))
     with pytest.raises(InvalidArgumentError, match="num_workers"):
         AnnDataLoader(built.manager, num_workers=bad)
+
+
+class _TransferFails:
+    """A worker iterator whose batch handover fails before its worker process has exited."""
+
+    def __init__(self, workers: list[object], error: Exception) -> None:
+        self._workers = workers
+        self.error = error
+
+    def __iter__(self) -> _TransferFails:
+        return self
+
+    def __next__(self) -> dict[str, object]:
+        raise self.error
+
+
+def _dies_late(delay: float) -> None:
+    import os
+    import signal
+    import time
+
+    time.sleep(delay)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def test_transfer_error_before_the_worker_is_reaped_still_names_it() -> None:
+    # The kernel closes a killed worker's socket before the process can be reaped: the handover's
+    # ConnectionResetError reaches the main process while the worker's exit code is still unknown.
+    import multiprocessing as mp
+
+    from atlasloader.errors import WorkerDiedError
+    from atlasloader.loading.workers import _Guarded
+
+    proc = mp.get_context(FORK).Process(target=_dies_late, args=(0.5,))
+    proc.start()
+    try:
+        guarded = _Guarded(_TransferFails([proc], ConnectionResetError(104, "reset by peer")))
+        with pytest.raises(WorkerDiedError, match=rf"pid {proc.pid} \(exit code -9\)"):
+            next(iter(guarded))
+    finally:
+        proc.join(5)
+
+
+def test_other_errors_with_every_worker_alive_are_raised_as_they_are() -> None:
+    from atlasloader.loading.workers import _Guarded
+
+    guarded = _Guarded(_TransferFails([], ValueError("a bug in a transform")))
+    with pytest.raises(ValueError, match="a bug in a transform"):
+        next(iter(guarded))

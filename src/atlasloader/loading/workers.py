@@ -11,6 +11,7 @@ process through shared memory, and an exception in a worker is re-raised there.
 from __future__ import annotations
 
 import copy
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -95,7 +96,7 @@ class _Guarded:
                 except AtlasLoaderError:
                     raise
                 except Exception as e:
-                    dead = _dead_workers(it)
+                    dead = _dead_workers(it, _TRANSFER_GRACE_S if _in_transfer(e) else 0.0)
                     if not dead:
                         raise
                     who = ", ".join(f"pid {pid} (exit code {code})" for pid, code in dead)
@@ -112,11 +113,28 @@ class _Guarded:
                 shutdown()
 
 
-def _dead_workers(it: Any) -> list[tuple[int, int]]:
-    """``(pid, exitcode)`` of the iterator's worker processes that have exited."""
-    dead = []
-    for proc in getattr(it, "_workers", ()):
-        code = proc.exitcode
-        if code is not None and code != 0:
-            dead.append((proc.pid, code))
-    return dead
+# A killed worker's end of the handover socket closes while the kernel tears the process down,
+# a moment before the process can be reaped: a transfer error may reach us before its exit code.
+_TRANSFER_GRACE_S = 5.0
+
+
+def _in_transfer(e: BaseException) -> bool:
+    """Whether ``e`` is what a batch's handover raises when its sender vanished mid-transfer."""
+    return isinstance(e, ConnectionError | EOFError)
+
+
+def _dead_workers(it: Any, grace_s: float = 0.0) -> list[tuple[int, int]]:
+    """``(pid, exitcode)`` of the iterator's worker processes that have exited.
+
+    With ``grace_s`` > 0, waits up to that long for one to exit before answering none.
+    """
+    deadline = time.monotonic() + grace_s
+    while True:
+        dead = []
+        for proc in getattr(it, "_workers", ()):
+            code = proc.exitcode
+            if code is not None and code != 0:
+                dead.append((proc.pid, code))
+        if dead or time.monotonic() >= deadline:
+            return dead
+        time.sleep(0.02)
