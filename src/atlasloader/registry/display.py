@@ -13,6 +13,12 @@ if TYPE_CHECKING:
 
 _COL = {"justify": "center", "no_wrap": True, "overflow": "fold"}
 
+# A mapping longer than this prints its first and last SHOWN_AT_EACH_END categories around one
+# row saying how many are left out: a 100,000-donor column prints in milliseconds, not minutes
+# of terminal output (the full mapping stays in the registry's ``categorical_mapping``).
+MAX_CATEGORIES_SHOWN = 100
+SHOWN_AT_EACH_END = 10
+
 
 def new_table(title: str, *columns: tuple[str, str]) -> rich.table.Table:
     """A table with centred, non-wrapping columns given as ``(header, style)`` pairs."""
@@ -55,8 +61,16 @@ def categorical_mapping_table(
         ("scvi-tools Encoding", "dark_violet"),
     )
     for source, categories in source_rows:
-        for i, cat in enumerate(categories):
-            t.add_row(source if i == 0 else "", str(cat), str(i))
+        cats = list(categories)
+        n = len(cats)
+        shown: Iterable[int] = range(n)
+        if n > MAX_CATEGORIES_SHOWN:
+            shown = [*range(SHOWN_AT_EACH_END), *range(n - SHOWN_AT_EACH_END, n)]
+        for i in shown:
+            if n > MAX_CATEGORIES_SHOWN and i == n - SHOWN_AT_EACH_END:
+                left_out = n - 2 * SHOWN_AT_EACH_END
+                t.add_row("", f"… {left_out:,} more", "…")
+            t.add_row(source if i == 0 else "", str(cats[i]), str(i))
         if blank_after:
             t.add_row("", "")
     return t
