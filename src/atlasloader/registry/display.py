@@ -63,14 +63,13 @@ def categorical_mapping_table(
     for source, categories in source_rows:
         cats = list(categories)
         n = len(cats)
-        shown: Iterable[int] = range(n)
-        if n > MAX_CATEGORIES_SHOWN:
-            shown = [*range(SHOWN_AT_EACH_END), *range(n - SHOWN_AT_EACH_END, n)]
-        for i in shown:
-            if n > MAX_CATEGORIES_SHOWN and i == n - SHOWN_AT_EACH_END:
-                left_out = n - 2 * SHOWN_AT_EACH_END
-                t.add_row("", f"… {left_out:,} more", "…")
+        cut = n > MAX_CATEGORIES_SHOWN
+        for i in range(SHOWN_AT_EACH_END if cut else n):
             t.add_row(source if i == 0 else "", str(cats[i]), str(i))
+        if cut:
+            t.add_row("", f"… {n - 2 * SHOWN_AT_EACH_END:,} more", "…")
+            for i in range(n - SHOWN_AT_EACH_END, n):
+                t.add_row("", str(cats[i]), str(i))
         if blank_after:
             t.add_row("", "")
     return t
