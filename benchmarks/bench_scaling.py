@@ -414,12 +414,18 @@ class Size:
         median cells/s is kept (a shared 2-core VM varies by +-20 % from run to run)."""
         runs = [self._measure(step, LOADER, payload, keep=False)
                 for _ in range(self.args.loader_repeats)]  # fmt: skip
-        done = sorted((r for r in runs if r is not None), key=lambda r: r["cells_per_s"])
-        if not done:
-            return
-        median = done[len(done) // 2]
-        median["repeats_cells_per_s"] = [r["cells_per_s"] for r in done]
-        self.measured.append(median)
+        median = median_run(runs)
+        if median is not None:
+            self.measured.append(median)
+
+
+def median_run(runs: list[dict[str, Any] | None]) -> dict[str, Any] | None:
+    """The run of median cells/s among those that finished (None: a failed run), with every
+    finished run's cells/s, slowest first, as ``repeats_cells_per_s``; None if none finished."""
+    done = sorted((r for r in runs if r is not None), key=lambda r: r["cells_per_s"])
+    if not done:
+        return None
+    return {**done[len(done) // 2], "repeats_cells_per_s": [r["cells_per_s"] for r in done]}
 
 
 # --- fits and reporting --------------------------------------------------------------------------
